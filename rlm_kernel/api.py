@@ -1,0 +1,148 @@
+"""The library API: ``RLM(...).run(query, context)`` in any Python process, no Jupyter needed."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+
+from .config import RLMConfig
+from .engine import Controller, Engine
+from .executor import InProcessExecutor
+from .lm import LMClient
+from .notebook import to_notebook, write_notebook
+from .observer import RunObserver
+from .trajectory import ContextInfo, Run, Step, Usage, new_id
+
+__all__ = ["RLM", "RunResult", "SCRIPTED_BANNER"]
+
+SCRIPTED_BANNER = (
+    "rlm-kernel: no OPENAI_API_KEY and no OPENAI_BASE_URL, so the embedded scripted demonstration "
+    "model answers. It is not an LLM: it plays fixed strategies for demo tasks (needle search, "
+    "counting). Set OPENAI_API_KEY or OPENAI_BASE_URL (and --model) to use a real model."
+)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the answer (or why there is none), the trajectory and its usage."""
+
+    run: Run
+    runs: dict[str, Run] = field(default_factory=dict)
+    usage_detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer(self) -> str | None:
+        return self.run.answer
+
+    @property
+    def ok(self) -> bool:
+        return self.run.status == "final"
+
+    @property
+    def status(self) -> str:
+        return self.run.status
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.run.stop_reason
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.run.steps
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens and cost of the whole run tree (root, sub-calls and rlm() children)."""
+        total = Usage()
+        for r in self.runs.values() or [self.run]:
+            total.add(r.usage)
+        return total
+
+    @property
+    def subcalls(self) -> int:
+        return sum(len(r.subcalls) for r in self.runs.values())
+
+    def to_notebook(self) -> nbformat.NotebookNode:
+        return to_notebook([self.run], self.runs)
+
+    def save(self, path: str) -> str:
+        write_notebook(self.to_notebook(), path)
+        return path
+
+
+class RLM:
+    """A Recursive Language Model over any OpenAI-compatible endpoint (or the scripted model).
+
+    ``RLM(model="gpt-5-mini", sub_model="gpt-5-nano", max_steps=20, concurrency=32)``; every
+    keyword of :class:`~rlm_kernel.config.RLMConfig` is accepted. One client (limits, cache, usage)
+    serves every run of this object.
+    """
+
+    def __init__(self, model: str | None = None, sub_model: str | None = None, *,
+                 base_url: str | None = None, api_key: str | None = None,
+                 max_steps: int | None = None, concurrency: int | None = None,
+                 config: RLMConfig | None = None, observer: RunObserver | None = None,
+                 **settings: Any) -> None:
+        changes = dict(model=model, sub_model=sub_model, base_url=base_url, api_key=api_key,
+                       max_steps=max_steps, concurrency=concurrency, **settings)
+        self.config = config.copy(**changes) if config is not None else RLMConfig(
+            **{k: v for k, v in changes.items() if v is not None})
+        self.observer = observer
+        self._client: LMClient | None = None
+
+    @property
+    def client(self) -> LMClient:
+        if self._client is None:
+            self._client = LMClient(self.config)
+        return self._client
+
+    @property
+    def banner(self) -> str | None:
+        return SCRIPTED_BANNER if self.config.scripted else None
+
+    async def arun(self, query: str, context: Any, *, context_source: str = "",
+                   controller: Controller | None = None) -> RunResult:
+        cfg = self.config
+        run = Run(run_id=new_id("r"), query=query, model=cfg.root_model,
+                  sub_model=cfg.subcall_model, context=ContextInfo.describe(context, context_source),
+                  settings=cfg.settings())
+        runs: dict[str, Run] = {}
+        engine = Engine(client=self.client, config=cfg, run=run, executor=InProcessExecutor(),
+                        context=context, observer=self.observer, controller=controller, runs=runs)
+        await engine.arun()
+        return RunResult(run, runs, self.client.ledger.snapshot())
+
+    def run(self, query: str, context: Any, *, context_source: str = "") -> RunResult:
+        """Run to completion and return the result (also inside a running event loop)."""
+        coro = self.arun(query, context, context_source=context_source)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        # Called from async code (e.g. a notebook cell): run on a private loop in a thread.
+        fut: concurrent.futures.Future[RunResult] = concurrent.futures.Future()
+
+        def main() -> None:
+            try:
+                fut.set_result(asyncio.run(coro))
+            except BaseException as exc:  # noqa: BLE001
+                fut.set_exception(exc)
+
+        threading.Thread(target=main, name="rlm-run", daemon=True).start()
+        return fut.result()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> RLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

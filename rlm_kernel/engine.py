@@ -1,0 +1,293 @@
+"""The RLM root loop, independent of Jupyter.
+
+Each turn: check budgets and the human's controls, ask the root model (the history is append-only,
+so a provider's prefix cache hits on every turn), parse the reply, run its code through the
+:class:`~rlm_kernel.executor.Executor`, and feed the output back (head+tail truncated) until a FINAL
+or a budget ends the run. ``rlm()`` inside a step starts a child engine at depth+1 that shares the
+client, the budgets and the observer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .budgets import Budget
+from .config import RLMConfig
+from .errors import BudgetExceeded, ModelCallError, ReplayMissError, RLMError, RunStopped
+from .executor import Executor, InProcessExecutor
+from .lm import LMClient
+from .observer import RunObserver
+from .outputs import outputs_to_text, truncate
+from .parsing import parse_reply
+from .prompts import first_user_message, nudge_message, step_feedback, system_prompt
+from .repl import Repl
+from .trajectory import ContextInfo, Run, Step, new_id
+
+__all__ = ["Engine", "Controller", "build_history", "edited_reply"]
+
+
+@dataclass
+class Controller:
+    """The human's hands on a live run: pause at the next step boundary, step mode, stop."""
+
+    step_mode: bool = False
+    pause_requested: bool = False
+    stop_requested: bool = False
+    events: list[str] = field(default_factory=list)
+
+    def request(self, action: str) -> None:
+        self.events.append(action)
+        if action == "pause":
+            self.pause_requested = True
+        elif action == "stop":
+            self.stop_requested = True
+        elif action == "step":
+            self.step_mode = True
+            self.pause_requested = False
+        elif action == "continue":
+            self.step_mode = False
+            self.pause_requested = False
+
+
+def edited_reply(step: Step) -> str:
+    """The assistant turn for a step the human edited: its prose plus the code as it now stands."""
+    prose = step.thought.strip()
+    return f"{prose}\n```repl\n{step.code or ''}\n```" if prose else f"```repl\n{step.code or ''}\n```"
+
+
+def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
+    """The root conversation implied by a run's recorded (non-stale, executed) steps.
+
+    Unedited steps reproduce the original messages byte for byte, so the prefix cache still hits
+    after a resume; an edited step contributes its new code and its new output.
+    """
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system_prompt(run.context, config.sub_window)},
+        {"role": "user", "content": first_user_message(run.query, run.context, config.max_steps)},
+    ]
+    for step in run.steps:
+        if step.status in ("stale", "proposed", "running"):
+            continue
+        messages.append({"role": "assistant", "content": edited_reply(step) if step.edited else step.reply})
+        messages.append({"role": "user", "content": _feedback(step, config)})
+    return messages
+
+
+def _feedback(step: Step, config: RLMConfig) -> str:
+    if step.nudge is not None:
+        return step.nudge
+    return step_feedback(step.n, step.output_text, steps_left=max(0, config.max_steps - step.n))
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        client: LMClient,
+        config: RLMConfig,
+        run: Run,
+        executor: Executor,
+        context: Any,
+        budget: Budget | None = None,
+        observer: RunObserver | None = None,
+        controller: Controller | None = None,
+        runs: dict[str, Run] | None = None,
+        prompt_store: dict[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.run = run
+        self.executor = executor
+        self.budget = budget or Budget(config, client.ledger)
+        self.observer = observer or RunObserver()
+        self.controller = controller or Controller()
+        self.runs = runs if runs is not None else {}
+        self.runs[run.run_id] = run
+        self.prompt_store = prompt_store
+        self.repl = Repl(
+            executor.namespace, context=context, client=client, config=config, run=run,
+            budget=self.budget, observer=self.observer, child_runner=self._run_child,
+            prompt_store=prompt_store,
+        )
+        self.messages = build_history(run, config)
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def arun(self) -> Run:
+        """Run (or resume) until FINAL, a budget, a pause or a stop; always returns the run."""
+        run = self.run
+        run.status, run.stop_reason, run.ended = "running", None, None
+        self.messages = build_history(run, self.config)
+        self.observer.run_started(run)
+        try:
+            while True:
+                if self.controller.stop_requested:
+                    raise RunStopped("stopped by the user")
+                self.budget.check_all()
+                pending = run.steps[-1] if run.steps and run.steps[-1].status == "proposed" else None
+                if pending is None:
+                    if self.controller.pause_requested:
+                        self.controller.pause_requested = False
+                        return self._pause("paused by the user; %rlm continue resumes")
+                    self.budget.check_steps(sum(1 for s in run.steps if s.status != "stale"))
+                    pending = await self._propose()
+                    if self.controller.step_mode and pending.code is not None:
+                        return self._pause(
+                            f"step mode: step {pending.n} is proposed, not run; edit and run its "
+                            "cell, or %rlm continue / %rlm step"
+                        )
+                if await self._execute(pending):
+                    run.status = "final"
+                    return run
+        except BudgetExceeded as exc:
+            self._end("stopped", exc.reason)
+        except (RunStopped, KeyboardInterrupt) as exc:
+            self._end("stopped", f"stopped: {exc}" if str(exc) else "stopped: interrupted")
+        except asyncio.CancelledError:
+            self._end("stopped", "stopped: interrupted")
+            raise
+        except (ModelCallError, ReplayMissError) as exc:
+            self._end("error", str(exc))
+        except RLMError as exc:
+            self._end("error", str(exc))
+        finally:
+            if run.ended is None and run.status != "paused":
+                run.ended = time.time()
+            if run.status != "paused":
+                self.observer.run_finished(run)
+        return run
+
+    def _pause(self, reason: str) -> Run:
+        self.run.status, self.run.stop_reason = "paused", reason
+        self.observer.run_finished(self.run)
+        return self.run
+
+    def _end(self, status: str, reason: str) -> None:
+        self.run.status, self.run.stop_reason = status, reason
+        self.run.ended = time.time()
+        for step in self.run.steps:
+            if step.status == "running":
+                step.status = "done"
+
+    async def _propose(self) -> Step:
+        run = self.run
+        n = max((s.n for s in run.steps), default=0) + 1
+        call = self.client.acomplete(
+            list(self.messages), model=run.model or self.config.root_model, depth=run.depth,
+            root=True,
+        )
+        left = self.budget.remaining_time()
+        if self.client.loop.in_loop_thread:
+            raise RuntimeError("the engine cannot run on the model client's own loop")
+        waiter = self.client.loop.wrap(call)
+        try:
+            comp = await (asyncio.wait_for(waiter, left) if left is not None else waiter)
+        except TimeoutError:
+            self.budget.check_wall()
+            raise
+        parsed = parse_reply(comp.text)
+        step = Step(n=n, reply=comp.text, thought=parsed.prose.strip(), code=parsed.code,
+                    usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key)
+        run.steps.append(step)
+        run.usage.add(comp.usage)
+        self.observer.step_proposed(run, step)
+        return step
+
+    async def _execute(self, step: Step) -> bool:
+        """Run a proposed step; True when it ended the run."""
+        run = self.run
+        parsed = parse_reply(step.reply) if not step.edited else parse_reply(edited_reply(step))
+        step.status = "running"
+        self.repl.final = None
+        self.repl.current_step = step.n
+        self.observer.step_started(run, step)
+        notes: list[str] = []
+        if step.code is not None:
+            result = await self.executor.execute(
+                step.code, timeout=self.config.step_timeout or None, label=f"rlm step {step.n}"
+            )
+            step.outputs, step.error = result.outputs, result.error
+            step.execution_count, step.exec_s = result.execution_count, result.duration_s
+            if result.interrupted:
+                step.status = "done"
+                self.observer.step_finished(run, step)
+                raise RunStopped(f"interrupted during step {step.n}")
+        restored = self.repl.restore()
+        if restored:
+            notes.append(
+                f"[note: your code deleted or rebound {', '.join(restored)}; restored. "
+                "Use other names for your variables.]"
+            )
+        text = outputs_to_text(step.outputs)
+        final: str | None = None
+        if self.repl.final is not None:
+            final = self.repl.final
+        elif parsed.final is not None:
+            final = parsed.final
+        elif parsed.final_var is not None:
+            try:
+                final = self.repl.resolve_final_var(parsed.final_var)
+            except NameError as exc:
+                notes.append(str(exc))
+        if notes:
+            text = text + ("\n" if text and not text.endswith("\n") else "") + "\n".join(notes)
+        step.output_text = truncate(text, self.config.output_chars)
+        if step.code is None and final is None and not notes:
+            step.nudge = nudge_message(max(0, self.config.max_steps - step.n))
+        step.status = "done"
+        if final is not None:
+            step.final = final
+            run.answer = final
+        self.observer.step_finished(run, step)
+        if self.budget.exceeded is not None and final is None:
+            raise self.budget.exceeded
+        if final is not None:
+            return True
+        self.messages.append({"role": "assistant", "content": step.reply})
+        self.messages.append({"role": "user", "content": _feedback(step, self.config)})
+        return False
+
+    # -- recursion -----------------------------------------------------------------------------
+    def _run_child(self, query: str, context: Any, depth: int) -> str:
+        """rlm(): a fresh namespace at ``depth``, run to completion in a worker thread."""
+        child = Run(
+            run_id=new_id("r"), query=query, depth=depth, parent=self.run.run_id,
+            parent_step=self.repl.current_step,
+            model=self.run.model, sub_model=self.run.sub_model,
+            context=ContextInfo.describe(context, source=f"rlm() in run {self.run.run_id}"),
+            settings=self.run.settings,
+        )
+        self.run.children.append(child.run_id)
+        engine = Engine(
+            client=self.client, config=self.config, run=child, executor=InProcessExecutor(),
+            context=context, budget=self.budget, observer=self.observer,
+            controller=Controller(), runs=self.runs, prompt_store=self.prompt_store,
+        )
+        done: concurrent.futures.Future[Run] = concurrent.futures.Future()
+
+        def main() -> None:
+            try:
+                done.set_result(asyncio.run(engine.arun()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting parent
+                done.set_exception(exc)
+
+        threading.Thread(target=main, name=f"rlm-child-{child.run_id}", daemon=True).start()
+        try:
+            while True:
+                if self.controller.stop_requested:
+                    engine.controller.request("stop")
+                try:
+                    result = done.result(timeout=0.1)
+                    break
+                except concurrent.futures.TimeoutError:
+                    continue
+        except BaseException:
+            engine.controller.request("stop")
+            raise
+        if result.answer is None:
+            raise RLMError(f"sub-RLM {child.run_id} ended without an answer: {result.stop_reason}")
+        return result.answer

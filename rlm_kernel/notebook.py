@@ -1,0 +1,293 @@
+"""Trajectory <-> nbformat v4: the notebook is the trajectory.
+
+One builder per cell kind (query, thought, step, llm, final), used both by the kernel (its
+``rlm.cells`` inserts) and by :func:`to_notebook`, so a live front-end, the headless runner and an
+exported file hold the same cells. Everything needed to replay or resume lives in
+``metadata["rlm"]``; the context never does (only its :class:`ContextInfo`), and long sub-call
+prompts are kept as a preview plus length and hash.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from typing import Any
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from .outputs import outputs_to_text, truncate
+from .trajectory import Run, Step, SubCall
+
+__all__ = [
+    "FORMAT_VERSION", "MARKER_RE", "marker", "query_cell", "thought_cell", "step_cell", "llm_cell",
+    "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
+    "recorded_responses", "write_notebook", "llm_cell_source",
+]
+
+FORMAT_VERSION = 1
+MARKER_RE = re.compile(r"^# rlm: run=(?P<run>[\w-]+) step=(?P<step>\d+)(?P<stale> stale)?[ \t]*$",
+                       re.MULTILINE)
+_COLLAPSED = {"source_hidden": True, "outputs_hidden": True}
+
+
+def marker(run_id: str, n: int, stale: bool = False) -> str:
+    return f"# rlm: run={run_id} step={n}" + (" stale" if stale else "")
+
+
+def cell_id(run_id: str, part: str) -> str:
+    return f"{run_id}-{part}"
+
+
+def _meta(kind: str, run: Run, **extra: Any) -> dict[str, Any]:
+    return {"rlm": {"kind": kind, "run": run.run_id, "depth": run.depth, "parent": run.parent,
+                    "version": FORMAT_VERSION, **extra}}
+
+
+def query_source(run: Run) -> str:
+    opts = []
+    settings = run.settings or {}
+    if run.model and not settings.get("scripted"):
+        opts += ["--model", run.model]
+    if run.sub_model and run.sub_model != run.model and not settings.get("scripted"):
+        opts += ["--sub-model", run.sub_model]
+    if run.context.source.startswith("variable:"):
+        opts += ["--context", run.context.source.split(":", 1)[1]]
+    head = " ".join(["%%rlm", *(shlex.quote(o) for o in opts)])
+    return f"{head}\n{run.query}"
+
+
+def query_cell(run: Run, source: str | None = None, cid: str | None = None) -> dict[str, Any]:
+    header = run.to_dict()
+    for key in ("steps", "subcalls"):
+        header.pop(key)
+    cell = new_code_cell(source if source is not None else query_source(run),
+                         metadata=_meta("query", run, header=header))
+    cell["id"] = cid or cell_id(run.run_id, "q")
+    return cell
+
+
+def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
+    text = step.thought or "*(the model's reply had no prose)*"
+    if step.nudge is not None:
+        text += "\n\n> *No code and no FINAL: the model was nudged to continue.*"
+    extra: dict[str, Any] = {"step": step.n}
+    if record:
+        extra["record"] = _step_record(step, keep_outputs=False)
+    cell = new_markdown_cell(f"**Step {step.n}** · {text}", metadata=_meta("thought", run, **extra))
+    cell["id"] = cell_id(run.run_id, f"t{step.n}")
+    return cell
+
+
+def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
+    rec = step.to_dict()
+    rec.pop("outputs")
+    rec.pop("code")
+    # The model's view of the output is stored only when it is not derivable from the outputs.
+    if step.output_text == truncate(outputs_to_text(step.outputs), 10**12):
+        rec.pop("output_text")
+        rec["output_from_outputs"] = True
+    if keep_outputs:
+        rec["outputs"] = step.outputs
+    return rec
+
+
+def step_cell(run: Run, step: Step) -> dict[str, Any]:
+    """A root step as a runnable code cell: marker line, then the code; real outputs."""
+    source = f"{marker(run.run_id, step.n, step.status == 'stale')}\n{step.code or ''}"
+    cell = new_code_cell(source, metadata=_meta("step", run, step=step.n, status=step.status,
+                                                record=_step_record(step, keep_outputs=False)))
+    cell["id"] = cell_id(run.run_id, f"s{step.n}")
+    cell["outputs"] = [nbformat.from_dict(o) for o in step.outputs]
+    cell["execution_count"] = step.execution_count
+    return cell
+
+
+def llm_cell_source(call: SubCall, prompt: str | None = None) -> str:
+    head = f"%%llm --call {call.call_id} --model {shlex.quote(call.model)}"
+    body = prompt if prompt is not None else (call.prompt if call.prompt is not None else call.prompt_preview)
+    return f"{head}\n{body}"
+
+
+def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
+    """A sub-call as an editable ``%%llm`` cell, collapsed; response kept whole as its output."""
+    rec = call.to_dict()
+    rec.pop("response")
+    rec.pop("prompt")
+    rec["prompt_truncated"] = call.prompt is None
+    meta = _meta("llm", run, call=rec, step=call.step, batch_id=call.batch_id)
+    meta["jupyter"] = dict(_COLLAPSED)
+    cell = new_code_cell(llm_cell_source(call), metadata=meta)
+    cell["id"] = call.call_id
+    cell["outputs"] = llm_outputs(call)
+    return cell
+
+
+def llm_outputs(call: SubCall) -> list[Any]:
+    if call.status == "ok" and call.response is not None:
+        return [nbformat.v4.new_output("execute_result", data={"text/plain": call.response},
+                                       execution_count=None)]
+    if call.status in ("error", "cancelled"):
+        return [nbformat.v4.new_output("stream", name="stderr",
+                                       text=f"[{call.status}] {call.error or ''}\n")]
+    return []
+
+
+def final_cell(run: Run) -> dict[str, Any]:
+    if run.answer is not None:
+        text = f"**Final answer** (run `{run.run_id}`):\n\n{_quote_block(run.answer)}"
+    else:
+        text = f"**Run `{run.run_id}` ended without an answer** ({run.status}): {run.stop_reason}"
+    cell = new_markdown_cell(text, metadata=_meta("final", run, answer=run.answer,
+                                                  status=run.status, reason=run.stop_reason,
+                                                  usage=run.usage.to_dict()))
+    cell["id"] = cell_id(run.run_id, "final")
+    return cell
+
+
+def _quote_block(text: str) -> str:
+    return "\n".join("> " + line for line in (text or "").splitlines() or [""])
+
+
+def child_run_cells(child: Run, runs: dict[str, Run]) -> list[dict[str, Any]]:
+    """A recursive sub-RLM, rendered read-only (it ran in its own namespace, not the kernel's)."""
+    head = new_markdown_cell(
+        f"**Sub-RLM** `{child.run_id}` (depth {child.depth}): {child.query}",
+        metadata=_meta("query", child, header={k: v for k, v in child.to_dict().items()
+                                               if k not in ("steps", "subcalls")}),
+    )
+    head["id"] = cell_id(child.run_id, "q")
+    cells: list[dict[str, Any]] = [head]
+    for step in child.steps:
+        body = f"**Step {step.n}** (depth {child.depth})\n\n{step.thought}"
+        if step.code:
+            body += f"\n\n```python\n{step.code}\n```"
+        if step.output_text:
+            body += f"\n\n```text\n{truncate(step.output_text, 2000)}\n```"
+        record = {**_step_record(step, keep_outputs=False), "code": step.code}
+        c = new_markdown_cell(body, metadata=_meta("step", child, step=step.n, status=step.status,
+                                                   record=record))
+        c["id"] = cell_id(child.run_id, f"s{step.n}")
+        cells.append(c)
+        cells += [llm_cell(child, call) for call in child.subcalls.values() if call.step == step.n]
+        cells += _children_of(child, step.n, runs)
+    cells.append(final_cell(child))
+    return cells
+
+
+def _children_of(run: Run, step_n: int, runs: dict[str, Run]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for cid in run.children:
+        child = runs.get(cid)
+        if child is not None and child.parent_step == step_n:
+            out += child_run_cells(child, runs)
+    return out
+
+
+def run_cells(run: Run, runs: dict[str, Run] | None = None, query_source_text: str | None = None,
+              query_cell_id: str | None = None) -> list[dict[str, Any]]:
+    """Every cell of a root run, in trajectory order."""
+    runs = runs or {run.run_id: run}
+    cells = [query_cell(run, query_source_text, query_cell_id)]
+    for step in run.steps:
+        has_code = step.code is not None
+        if step.thought or not has_code:
+            cells.append(thought_cell(run, step, record=not has_code))
+        if has_code:
+            cells.append(step_cell(run, step))
+        cells += [llm_cell(run, c) for c in run.subcalls.values() if c.step == step.n]
+        cells += _children_of(run, step.n, runs)
+    if run.status not in ("running", "paused"):
+        cells.append(final_cell(run))
+    return cells
+
+
+def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
+                extra_cells: list[dict[str, Any]] | None = None) -> nbformat.NotebookNode:
+    """A validated nbformat v4 notebook holding the given root runs (and their children)."""
+    all_runs = all_runs or {r.run_id: r for r in runs}
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "rlm", "display_name": "RLM (Python 3)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
+    nb.metadata["rlm"] = {"version": FORMAT_VERSION, "runs": [r.run_id for r in runs]}
+    cells: list[dict[str, Any]] = list(extra_cells or [])
+    for run in runs:
+        cells += run_cells(run, all_runs)
+    nb.cells = [nbformat.from_dict(c) for c in cells]
+    nbformat.validate(nb)
+    return nb
+
+
+def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
+    """Validate, then write atomically (a crash mid-write must not leave half a trajectory)."""
+    import os
+    import tempfile
+
+    nbformat.validate(nb)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        nbformat.write(nb, f)
+    os.replace(tmp, path)
+
+
+def _text_of(outputs: list[Any]) -> str | None:
+    for out in outputs:
+        if out.get("output_type") == "execute_result":
+            t = out.get("data", {}).get("text/plain")
+            return "".join(t) if isinstance(t, list) else t
+    return None
+
+
+def runs_from_notebook(nb: Any) -> dict[str, Run]:
+    """Rebuild the Run records a notebook holds (for replay, resume and ``%rlm continue``)."""
+    runs: dict[str, Run] = {}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("rlm")
+        if not meta:
+            continue
+        kind, rid = meta.get("kind"), meta.get("run")
+        if kind == "query" and "header" in meta:
+            run = Run.from_dict({**meta["header"], "steps": [], "subcalls": {}})
+            run.status = meta["header"].get("status", run.status)
+            runs[rid] = run
+            continue
+        run = runs.get(rid)
+        if run is None:
+            continue
+        if kind in ("step", "thought") and "record" in meta:
+            rec = dict(meta["record"])
+            step = Step.from_dict(rec)
+            if cell.get("cell_type") == "code":
+                src = "".join(cell.get("source", ""))
+                step.code = MARKER_RE.sub("", src, count=1).lstrip("\n")
+                step.outputs = [dict(o) for o in cell.get("outputs", [])]
+            elif rec.get("code") is None and kind == "step":
+                step.code = None
+            if rec.get("output_from_outputs"):
+                step.output_text = truncate(outputs_to_text(step.outputs), 10**12)
+            run.steps = [s for s in run.steps if s.n != step.n] + [step]
+        elif kind == "llm" and "call" in meta:
+            call = SubCall.from_dict(meta["call"])
+            call.response = _text_of(cell.get("outputs", []))
+            run.subcalls[call.call_id] = call
+        elif kind == "final":
+            run.answer = meta.get("answer")
+            run.status = meta.get("status", run.status)
+            run.stop_reason = meta.get("reason")
+    return runs
+
+
+def recorded_responses(runs: dict[str, Run]) -> dict[str, str]:
+    """cache key -> response for every recorded root reply and sub-call: what replay serves."""
+    out: dict[str, str] = {}
+    for run in runs.values():
+        for step in run.steps:
+            if step.cache_key and step.reply:
+                out[step.cache_key] = step.reply
+        for call in run.subcalls.values():
+            if call.cache_key and call.response is not None and call.status == "ok":
+                out[call.cache_key] = call.response
+    return out

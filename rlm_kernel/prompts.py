@@ -1,0 +1,85 @@
+"""Every text the engine sends to the root model, in one place.
+
+The shapes here are a contract: the scripted model (``rlm_kernel.scripted``) reads the ``<query>``,
+``<context_info>`` and ``<output step="n">`` blocks to play its policies, and the root history is
+append-only so a provider's prefix cache hits on every turn.
+"""
+
+from __future__ import annotations
+
+from .trajectory import ContextInfo
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "first_user_message",
+    "step_feedback",
+    "nudge_message",
+    "final_var_missing_message",
+    "QUERY_RE_TAG",
+]
+
+QUERY_RE_TAG = "query"
+
+SYSTEM_PROMPT = """\
+You are the root model of a Recursive Language Model (RLM). You answer a query about a context that \
+is far too large to read at once. You never see the context directly: it is loaded in a persistent \
+Python REPL as the variable `context`. You explore it by writing Python code, one ```repl block per \
+reply; the REPL runs the block and shows you its output (long outputs are cut to their head and tail, \
+so print what you need, not everything).
+
+The REPL offers:
+- `context`: the data ({context_summary}).
+- `llm(prompt, *, model=None) -> str`: ask a sub-model (it sees only `prompt`; it can read about \
+{sub_window:,} characters, so pass slices of the context, not all of it).
+- `llm_batch(prompts, *, model=None) -> list[str]`: many `llm` calls at once, run in parallel, \
+answers in the order of `prompts`. Prefer it to a loop of `llm` calls. If some calls fail it raises \
+`LLMBatchError`; its `.results` holds the answers (None where a call failed).
+- `rlm(query, context=None) -> str`: a recursive RLM on a sub-context (depth-limited).
+- `SHOW_VARS()`: list the variables you have made.
+- `FINAL(answer)`: end the run with `answer`. `FINAL_VAR(name)`: end the run with the value of the \
+REPL variable called `name` (a string).
+Variables persist between blocks. Do not rebind `context`, `llm` or the other names above.
+
+Work in small steps: look at the shape of the context (its start, its separators, its size), narrow \
+down with code (slicing, `re`, splitting), hand semantic work on chunks to `llm_batch`, and aggregate \
+the answers in code. When you know the answer, call `FINAL(...)` in code or write `FINAL(...)` or \
+`FINAL_VAR(name)` at the start of a line outside code. Do not guess before you have looked.
+"""
+
+
+def system_prompt(context: ContextInfo, sub_window: int = 100_000) -> str:
+    """The system prompt for one run: it names the context's type and size, never its content."""
+    return SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window)
+
+
+def first_user_message(query: str, context: ContextInfo, max_steps: int) -> str:
+    return (
+        f"<context_info>\n{context.summary()}\n</context_info>\n"
+        f"<query>\n{query}\n</query>\n"
+        f"You have at most {max_steps} steps. Start by looking at the context with a ```repl block."
+    )
+
+
+def step_feedback(step: int, output_text: str, *, steps_left: int) -> str:
+    """The user turn after step ``step`` ran: its (already truncated) output."""
+    body = output_text if output_text.strip() else "(no output)"
+    return (
+        f'<output step="{step}">\n{body}\n</output>\n'
+        f"{steps_left} steps left. Continue with one ```repl block, or finish with FINAL(...)."
+    )
+
+
+def nudge_message(steps_left: int) -> str:
+    """Sent when a reply had neither a code block nor FINAL: the loop goes on."""
+    return (
+        "<nudge>Your reply had no ```repl block and no FINAL(...). Write one ```repl block to run, "
+        f"or FINAL(answer) / FINAL_VAR(name) at the start of a line.</nudge>\n{steps_left} steps left."
+    )
+
+
+def final_var_missing_message(name: str, available: list[str]) -> str:
+    shown = ", ".join(available[:30]) or "(none)"
+    return (
+        f"FINAL_VAR({name!r}) failed: there is no REPL variable named {name!r}. "
+        f"Variables you made: {shown}. Assign the answer to a variable first, or use FINAL(answer)."
+    )

@@ -1,0 +1,253 @@
+"""The names a run injects into a REPL namespace, and the state they share with the engine.
+
+``context``, ``llm``, ``llm_batch`` (aliases ``llm_query``, ``llm_query_batched``), ``rlm``,
+``FINAL``, ``FINAL_VAR`` and ``SHOW_VARS``. They are protected: if model code deletes or rebinds one,
+:meth:`Repl.restore` puts it back after the step and the model is told.
+
+``llm_batch`` semantics: every prompt is sent at once (bounded by the client's concurrency limit),
+answers come back in prompt order. If some calls fail after the client's retries, the others still
+complete and are cached, and ``LLMBatchError`` is raised with ``.results`` (None where a call failed)
+and ``.errors``; re-running the batch pays only for the failures.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+from .budgets import Budget
+from .config import RLMConfig
+from .errors import LLMBatchError, ModelCallError, ReplayMissError, RunStopped
+from .lm import Completion, LMClient
+from .observer import RunObserver
+from .prompts import final_var_missing_message
+from .trajectory import Run, SubCall, new_id, preview, sha256_text
+
+__all__ = ["Repl", "PROTECTED_NAMES"]
+
+PROTECTED_NAMES = (
+    "context", "llm", "llm_batch", "llm_query", "llm_query_batched", "rlm", "FINAL", "FINAL_VAR",
+    "SHOW_VARS",
+)
+_HIDDEN_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+ChildRunner = Callable[[str, Any, int], str]
+
+
+class Repl:
+    """Binds one run's REPL functions to a namespace (a dict, or the kernel's ``user_ns``)."""
+
+    def __init__(
+        self,
+        namespace: dict[str, Any],
+        *,
+        context: Any,
+        client: LMClient,
+        config: RLMConfig,
+        run: Run,
+        budget: Budget,
+        observer: RunObserver | None = None,
+        child_runner: ChildRunner | None = None,
+        prompt_store: dict[str, str] | None = None,
+    ) -> None:
+        self.ns = namespace
+        self.client = client
+        self.config = config
+        self.run = run
+        self.depth = run.depth
+        self.budget = budget
+        self.observer = observer or RunObserver()
+        self.child_runner = child_runner
+        self.prompts = prompt_store if prompt_store is not None else {}
+        self.final: str | None = None
+        self.current_step: int | None = None
+        self._lock = threading.Lock()
+        self._baseline = set(namespace)
+        self.bound: dict[str, Any] = {
+            "context": context,
+            "llm": self.llm,
+            "llm_batch": self.llm_batch,
+            "llm_query": self.llm,
+            "llm_query_batched": self.llm_batch,
+            "rlm": self.rlm,
+            "FINAL": self.FINAL,
+            "FINAL_VAR": self.FINAL_VAR,
+            "SHOW_VARS": self.SHOW_VARS,
+        }
+        namespace.update(self.bound)
+
+    # -- protection ----------------------------------------------------------------------------
+    def restore(self) -> list[str]:
+        """Put back any protected name the last step deleted or rebound; return their names."""
+        changed = [n for n, v in self.bound.items() if self.ns.get(n, _MISSING) is not v]
+        for name in changed:
+            self.ns[name] = self.bound[name]
+        return changed
+
+    def set_context(self, context: Any) -> None:
+        self.bound["context"] = context
+        self.ns["context"] = context
+
+    # -- sub-calls -----------------------------------------------------------------------------
+    def _check_budgets(self, n: int) -> None:
+        if self.client.stopped:
+            raise RunStopped("the run was stopped; no new model calls start")
+        self.budget.check_all()
+        self.budget.charge_subcalls(n)
+
+    def _new_call(self, prompt: str, model: str, batch_id: str | None = None,
+                  index: int | None = None) -> SubCall:
+        call = SubCall(
+            call_id=new_id("c"), model=model, depth=self.depth + 1, run_id=self.run.run_id,
+            step=self.current_step, batch_id=batch_id, batch_index=index,
+            prompt=prompt if len(prompt) <= self.config.record_prompt_chars else None,
+            prompt_preview=preview(prompt, 400), prompt_chars=len(prompt),
+            prompt_sha256=sha256_text(prompt), status="inflight",
+        )
+        call.cache_key = self.client.key_for(_messages(prompt), model)
+        self.prompts[call.call_id] = prompt
+        with self._lock:
+            self.run.subcalls[call.call_id] = call
+        return call
+
+    def _finish(self, call: SubCall, result: Completion | BaseException) -> None:
+        if isinstance(result, Completion):
+            call.response = result.text
+            call.usage = result.usage
+            call.latency_s = result.latency_s
+            call.cached = result.cached
+            call.status = "ok"
+            with self._lock:
+                self.run.usage.add(result.usage)
+        else:
+            call.status = "cancelled" if isinstance(result, RunStopped) else "error"
+            call.error = str(result) or type(result).__name__
+        self.observer.subcall_finished(self.run, call)
+
+    def llm(self, prompt: Any, *, model: str | None = None) -> str:
+        """Ask a sub-model; blocks this cell only (the kernel keeps serving its channels)."""
+        text = _as_prompt(prompt)
+        self._check_budgets(1)
+        model = model or self.config.subcall_model
+        call = self._new_call(text, model)
+        self.observer.subcall_started(self.run, call)
+        try:
+            result = self.client.complete(_messages(text), model=model, depth=self.depth + 1)
+        except (ModelCallError, ReplayMissError, RunStopped) as exc:
+            self._finish(call, exc)
+            raise
+        except BaseException:
+            self._finish(call, RunStopped("interrupted"))
+            raise
+        self._finish(call, result)
+        return result.text
+
+    def llm_batch(self, prompts: Any, *, model: str | None = None) -> list[str]:
+        """Ask a sub-model about every prompt at once; answers in prompt order."""
+        if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+            raise TypeError("llm_batch expects a list of prompts; for one prompt use llm(prompt)")
+        texts = [_as_prompt(p) for p in prompts]
+        if not texts:
+            return []
+        self._check_budgets(len(texts))
+        model = model or self.config.subcall_model
+        batch_id = new_id("b")
+        calls = [self._new_call(t, model, batch_id, i) for i, t in enumerate(texts)]
+        for call in calls:
+            self.observer.subcall_started(self.run, call)
+
+        def done(i: int, result: Completion | BaseException) -> None:
+            self._finish(calls[i], result)
+
+        try:
+            results = self.client.loop.run(self.client.acomplete_many(
+                [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
+            ))
+        except BaseException:
+            for call in calls:
+                if call.status == "inflight":
+                    self._finish(call, RunStopped("interrupted"))
+            raise
+        answers: list[str | None] = []
+        errors: dict[int, str] = {}
+        for i, res in enumerate(results):
+            if isinstance(res, Completion):
+                answers.append(res.text)
+            else:
+                if isinstance(res, RunStopped):
+                    raise res
+                answers.append(None)
+                errors[i] = str(res)
+        if errors:
+            raise LLMBatchError(answers, errors)
+        return [a for a in answers if a is not None]
+
+    # -- recursion -----------------------------------------------------------------------------
+    def rlm(self, query: str, context: Any = None) -> str:
+        """A sub-RLM over ``context`` at depth+1; at the depth limit, a plain ``llm`` call."""
+        if self.depth + 1 > self.config.max_depth or self.child_runner is None:
+            prompt = query if context is None else f"{query}\n\n{context}"
+            return self.llm(prompt)
+        self.budget.check_all()
+        return self.child_runner(str(query), context, self.depth + 1)
+
+    # -- finishing -----------------------------------------------------------------------------
+    def FINAL(self, answer: Any) -> None:  # noqa: N802 - the name the paper and models use
+        """End the run with ``answer`` once this step finishes (authoritative over prose)."""
+        self.final = answer if isinstance(answer, str) else str(answer)
+
+    def FINAL_VAR(self, name: Any) -> None:  # noqa: N802
+        """End the run with the value of the REPL variable ``name``."""
+        if isinstance(name, str) and name.strip().isidentifier():
+            key = name.strip()
+            if key not in self.ns:
+                raise NameError(final_var_missing_message(key, self.user_vars()))
+            value = self.ns[key]
+        else:
+            value = name  # given the value itself rather than its name: accept it
+        self.final = value if isinstance(value, str) else str(value)
+
+    def resolve_final_var(self, name: str) -> str:
+        """FINAL_VAR written in prose, resolved after the step's code ran."""
+        self.FINAL_VAR(name)
+        assert self.final is not None
+        return self.final
+
+    def user_vars(self) -> list[str]:
+        return sorted(
+            n for n in self.ns
+            if not n.startswith("_") and n not in self.bound and n not in _HIDDEN_NAMES
+            and n not in self._baseline and not isinstance(self.ns[n], types.ModuleType)
+        )
+
+    def SHOW_VARS(self) -> None:  # noqa: N802
+        """Print the variables the model has made, with their types and sizes."""
+        names = self.user_vars()
+        if not names:
+            print("No variables yet.")
+            return
+        for n in names:
+            v = self.ns[n]
+            size = f", len {len(v):,}" if hasattr(v, "__len__") and not callable(v) else ""
+            print(f"{n}: {type(v).__name__}{size}")
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _as_prompt(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, bytes):
+        return prompt.decode("utf-8", "replace")
+    return str(prompt)
+
+
+def _messages(prompt: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": prompt}]

@@ -1,0 +1,251 @@
+"""The records of a run: what the engine produces, the kernel keeps, the notebook writer renders.
+
+Plain dataclasses with ``to_dict``/``from_dict`` so a trajectory travels unchanged through the cells
+protocol, a notebook's ``metadata["rlm"]`` and replay. The context itself is never stored here: only
+its description (:class:`ContextInfo`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["Usage", "ContextInfo", "SubCall", "Step", "Run", "new_id", "sha256_text", "preview"]
+
+PREVIEW_CHARS = 240
+
+
+def new_id(prefix: str = "") -> str:
+    """A short random id; 10 hex digits are plenty inside one session and read well in markers."""
+    return prefix + uuid.uuid4().hex[:10]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """Head and tail of ``text`` with the number of characters left out in between."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters omitted ...]\n{text[-half:]}"
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Usage:
+    """Tokens and money of one call or an aggregate. ``requests`` counts answered calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.requests += other.requests
+        self.cost_usd += other.cost_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Usage:
+        return _from_dict(cls, data or {})
+
+
+@dataclass
+class ContextInfo:
+    """What the model and the notebook learn about the context: never its content beyond a preview."""
+
+    type: str = "str"
+    length: int = 0
+    unit: str = "characters"
+    sha256: str = ""
+    source: str = ""  # a file path or "variable:<name>", so replay can reload it
+    preview: str = ""
+    parts: int | None = None  # for list/dict contexts: number of items
+
+    @classmethod
+    def describe(cls, context: Any, source: str = "") -> ContextInfo:
+        if context is None:
+            return cls(type="NoneType", length=0, source=source)
+        if isinstance(context, str):
+            return cls(
+                type="str", length=len(context), sha256=sha256_text(context), source=source,
+                preview=preview(context, 160),
+            )
+        if isinstance(context, bytes):
+            return cls(
+                type="bytes", length=len(context), unit="bytes",
+                sha256=hashlib.sha256(context).hexdigest(), source=source,
+                preview=preview(context[:4096].decode("utf-8", "replace"), 160),
+            )
+        if isinstance(context, (list, tuple)):
+            total = sum(len(x) if isinstance(x, (str, bytes)) else len(repr(x)) for x in context)
+            digest = hashlib.sha256()
+            for item in context:
+                digest.update(str(item).encode("utf-8", "surrogatepass") + b"\x00")
+            return cls(
+                type=type(context).__name__, length=total, parts=len(context),
+                sha256=digest.hexdigest(), source=source,
+                preview=preview(str(context[0]) if context else "", 160),
+            )
+        if isinstance(context, dict):
+            total = sum(len(str(k)) + len(str(v)) for k, v in context.items())
+            digest = hashlib.sha256()
+            for k, v in context.items():
+                digest.update(f"{k}\x00{v}\x00".encode("utf-8", "surrogatepass"))
+            return cls(
+                type="dict", length=total, parts=len(context), sha256=digest.hexdigest(),
+                source=source, preview=preview(", ".join(map(str, list(context)[:20])), 160),
+            )
+        text = repr(context)
+        return cls(type=type(context).__name__, length=len(text), source=source,
+                   preview=preview(text, 160))
+
+    def summary(self) -> str:
+        """The one line the root model is told about the context."""
+        parts = f", {self.parts} items" if self.parts is not None else ""
+        return f"type {self.type}{parts}, total length {self.length:,} {self.unit}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ContextInfo:
+        return _from_dict(cls, data or {})
+
+
+@dataclass
+class SubCall:
+    """One ``llm()`` call (or one prompt of an ``llm_batch``). The full prompt lives in the session
+    only; the record keeps it whole when short, else a preview plus length and hash."""
+
+    call_id: str
+    model: str
+    depth: int = 1
+    run_id: str = ""
+    step: int | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    prompt: str | None = None  # whole prompt when short
+    prompt_preview: str = ""
+    prompt_chars: int = 0
+    prompt_sha256: str = ""
+    response: str | None = None
+    status: str = "pending"  # pending | inflight | ok | error | cancelled
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    cache_key: str = ""
+    cached: bool = False
+    edited: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["usage"] = self.usage.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubCall:
+        obj = _from_dict(cls, data)
+        obj.usage = Usage.from_dict(data.get("usage"))
+        return obj
+
+
+@dataclass
+class Step:
+    """One root-model turn: its reply, the code it ran and what came back."""
+
+    n: int
+    reply: str = ""  # the model's raw reply (kept whole: replay serves it back)
+    thought: str = ""  # the reply's prose, fences removed
+    code: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # nbformat output dicts
+    output_text: str = ""  # what the model was shown (already truncated)
+    error: str | None = None  # "ExcName: message" when the code raised
+    final: str | None = None  # set when this step ended the run
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    exec_s: float = 0.0
+    cache_key: str = ""
+    execution_count: int | None = None
+    status: str = "proposed"  # proposed | running | done | stale
+    edited: bool = False
+    nudge: str | None = None  # the message sent back when the reply had nothing to run
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["usage"] = self.usage.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        obj = _from_dict(cls, data)
+        obj.usage = Usage.from_dict(data.get("usage"))
+        return obj
+
+
+@dataclass
+class Run:
+    """A whole trajectory of one query at one depth."""
+
+    run_id: str
+    query: str
+    model: str = ""
+    sub_model: str = ""
+    depth: int = 0
+    parent: str | None = None  # parent run id for rlm() recursion
+    parent_step: int | None = None  # the parent's step whose code called rlm()
+    context: ContextInfo = field(default_factory=ContextInfo)
+    steps: list[Step] = field(default_factory=list)
+    subcalls: dict[str, SubCall] = field(default_factory=dict)
+    answer: str | None = None
+    status: str = "running"  # running | paused | final | stopped | error
+    stop_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # non-secret budgets and options
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.ended or time.time()) - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "query": self.query, "model": self.model,
+            "sub_model": self.sub_model, "depth": self.depth, "parent": self.parent,
+            "parent_step": self.parent_step,
+            "context": self.context.to_dict(), "steps": [s.to_dict() for s in self.steps],
+            "subcalls": {k: v.to_dict() for k, v in self.subcalls.items()},
+            "answer": self.answer, "status": self.status, "stop_reason": self.stop_reason,
+            "usage": self.usage.to_dict(), "started": self.started, "ended": self.ended,
+            "settings": dict(self.settings), "children": list(self.children),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Run:
+        run = _from_dict(cls, data)
+        run.context = ContextInfo.from_dict(data.get("context"))
+        run.steps = [Step.from_dict(s) for s in data.get("steps", [])]
+        run.subcalls = {k: SubCall.from_dict(v) for k, v in data.get("subcalls", {}).items()}
+        run.usage = Usage.from_dict(data.get("usage"))
+        return run
