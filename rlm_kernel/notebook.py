@@ -142,7 +142,8 @@ def final_cell(run: Run) -> dict[str, Any]:
     cell = new_markdown_cell(text, metadata=_meta("final", run, answer=run.answer,
                                                   status=run.status, reason=run.stop_reason,
                                                   usage=run.usage.to_dict()))
-    cell["id"] = cell_id(run.run_id, "final")
+    # One id per ending: a run continued after a FINAL ends again with a new final cell.
+    cell["id"] = cell_id(run.run_id, f"final{len(run.steps)}")
     return cell
 
 

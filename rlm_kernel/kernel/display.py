@@ -1,0 +1,42 @@
+"""What the query cell shows when no front-end mirrors the run as cells (plain Jupyter, nbclient).
+
+Each step appears as rich output (markdown with the code and its text output, plain text for
+consoles), and the run ends with its answer, so nothing is lost without the extension.
+"""
+
+from __future__ import annotations
+
+from IPython.display import Markdown, display
+
+from ..outputs import truncate
+from ..trajectory import Run, Step
+
+__all__ = ["show_step", "show_end"]
+
+
+def _fence(text: str, lang: str = "") -> str:
+    ticks = "````" if "```" in text else "```"
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def show_step(run: Run, step: Step) -> None:
+    calls = sum(1 for c in run.subcalls.values() if c.step == step.n)
+    head = f"**Step {step.n}**" + (f" · {calls} sub-calls" if calls else "")
+    parts = [head]
+    if step.thought:
+        parts.append(truncate(step.thought, 1500))
+    if step.code is not None:
+        parts.append(_fence(step.code, "python"))
+        out = step.output_text.strip()
+        if out:
+            parts.append(_fence(truncate(out, 3000)))
+    plain = "\n".join(p for p in [f"--- step {step.n} ---", step.code or "", step.output_text] if p)
+    display({"text/markdown": "\n\n".join(parts), "text/plain": truncate(plain, 3000)}, raw=True)
+
+
+def show_end(run: Run, usage_line: str) -> None:
+    if run.answer is not None:
+        md = f"**Final answer:**\n\n{run.answer}\n\n<sub>{usage_line}</sub>"
+        display({"text/markdown": md, "text/plain": f"FINAL: {run.answer}\n{usage_line}"}, raw=True)
+    else:
+        display(Markdown(f"**Run {run.status}:** {run.stop_reason}\n\n<sub>{usage_line}</sub>"))

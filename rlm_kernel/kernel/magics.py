@@ -1,0 +1,206 @@
+"""``%%llm`` (a sub-call as an editable cell) and the ``%rlm`` subcommands that do not drive a run.
+
+``%%rlm``, ``%rlm continue``, ``%rlm step`` and ``%rlm replay`` drive runs and are handled by the
+kernel itself (they must await model calls so that Pause/Stop reach the kernel mid-run); the magics
+here say so when used elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
+from IPython.display import Pretty, display
+from traitlets import TraitError
+
+from ..config import RLMConfig
+from ..errors import ModelCallError, ReplayMissError
+from ..notebook import llm_cell_source
+from ..trajectory import ContextInfo, SubCall, new_id, preview, sha256_text
+from .options import OptionError, parse_line, parse_llm_cell
+
+__all__ = ["RLMMagics"]
+
+_DRIVERS = ("continue", "step", "replay", "resume")
+
+
+@magics_class
+class RLMMagics(Magics):
+    def __init__(self, shell: Any, manager: Any) -> None:
+        super().__init__(shell)
+        self.manager = manager
+
+    # -- %%llm ---------------------------------------------------------------------------------
+    @cell_magic
+    def llm(self, line: str, cell: str) -> Pretty:
+        """%%llm [--model M] [--call ID]: send the cell body as one sub-call; show the response.
+
+        With ``--call ID`` the cell is a recorded sub-call: unedited, it re-issues the exact
+        original prompt (kept for this session even when the notebook holds only a preview);
+        edited, the body is sent as written. The record is updated either way.
+        """
+        try:
+            opts = parse_llm_cell(line)
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+        mgr = self.manager
+        call = _find_call(mgr.runs, opts.get("call"))
+        prompt = cell.rstrip("\n")
+        if call is not None:
+            recorded_body = llm_cell_source(call).split("\n", 1)[1] if "\n" in llm_cell_source(call) else ""
+            if prompt.strip() == recorded_body.strip():
+                full = mgr.prompts.get(call.call_id) or call.prompt
+                if full is None:
+                    raise UsageError(
+                        f"sub-call {call.call_id}'s prompt ({call.prompt_chars:,} characters) is not "
+                        "in this notebook (only a preview) nor in this kernel session. Re-run the "
+                        "step that made it, or edit this cell's body to send a new prompt."
+                    )
+                prompt = full
+        if not prompt.strip():
+            raise UsageError("%%llm needs a prompt: write it below the %%llm line")
+        model = opts.get("model") or (call.model if call else None) or mgr.config.subcall_model
+        client = mgr.client
+        try:
+            comp = client.complete([{"role": "user", "content": prompt}], model=model, depth=1)
+        except (ModelCallError, ReplayMissError) as exc:
+            raise UsageError(str(exc)) from None
+        if call is not None:
+            call.edited = call.edited or sha256_text(prompt) != call.prompt_sha256
+            call.response, call.usage, call.latency_s = comp.text, comp.usage, comp.latency_s
+            call.cache_key, call.cached, call.status = comp.cache_key, comp.cached, "ok"
+            call.prompt_sha256, call.prompt_chars = sha256_text(prompt), len(prompt)
+            call.prompt_preview = preview(prompt, 400)
+            call.prompt = prompt if len(prompt) <= mgr.config.record_prompt_chars else None
+        else:
+            rec = SubCall(call_id=new_id("c"), model=model, prompt=prompt, response=comp.text,
+                          status="ok", usage=comp.usage, latency_s=comp.latency_s,
+                          cache_key=comp.cache_key, cached=comp.cached, prompt_chars=len(prompt),
+                          prompt_sha256=sha256_text(prompt))
+            mgr.prompts[rec.call_id] = prompt
+        return Pretty(comp.text)
+
+    # -- %rlm / %%rlm --------------------------------------------------------------------------
+    @line_cell_magic
+    def rlm(self, line: str, cell: str | None = None) -> Any:
+        """%rlm config|status|stop|export|load|continue|step|replay ... ; %%rlm runs a query.
+
+        Subcommands:
+          config [key=value ...]   show or change settings (secrets are never shown)
+          status                   the runs of this kernel and their state
+          stop                     stop a paused run
+          export PATH.ipynb        write this kernel's trajectories as a notebook
+          load PATH [--var NAME]   read a text file into `context` (or NAME), noting its source
+          continue [--run ID]      resume a run (in a cell of its own)
+          step [--run ID]          run one more step, then pause (in a cell of its own)
+          replay PATH.ipynb        re-run a trajectory from its recorded responses (own cell)
+        """
+        if cell is not None:
+            raise UsageError(
+                "%%rlm must be the first line of its cell (the kernel runs it); this looks nested"
+            )
+        try:
+            sub, args = parse_line(line)
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+        handler = getattr(self, f"_sub_{sub.replace('-', '_')}", None)
+        if sub in _DRIVERS:
+            raise UsageError(f"%rlm {sub} must be alone in its cell: the kernel runs it as a run")
+        if handler is None:
+            raise UsageError(
+                f"unknown %rlm subcommand {sub!r}; use one of: config, status, stop, export, load, "
+                "continue, step, replay"
+            )
+        return handler(args)
+
+    def _sub_config(self, args: list[str]) -> Any:
+        cfg: RLMConfig = self.manager.config
+        changes: dict[str, Any] = {}
+        names = set(cfg.trait_names(config=True))
+        for arg in args:
+            key, sep, raw = arg.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep:
+                raise UsageError(f"%rlm config takes key=value pairs, not {arg!r}")
+            if key not in names:
+                raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
+            trait = cfg.traits()[key]
+            try:
+                value = trait.from_string(raw) if raw != "" else trait.default_value
+                if key == "prices" and isinstance(value, str):
+                    value = json.loads(value)
+                changes[key] = value
+            except (TraitError, ValueError) as exc:
+                raise UsageError(f"bad value for {key}: {exc}") from None
+        try:
+            self.manager.reconfigure(**changes)
+        except (TraitError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        shown = cfg.describe()
+        width = max(map(len, shown))
+        text = "\n".join(f"{k.ljust(width)} = {v!r}" for k, v in sorted(shown.items()))
+        display(Pretty(text))
+
+    def _sub_status(self, args: list[str]) -> None:
+        mgr = self.manager
+        if not mgr.roots:
+            display(Pretty("No runs yet. Start one with a %%rlm cell."))
+            return
+        lines = []
+        for rid in mgr.roots:
+            run = mgr.runs[rid]
+            st = mgr.status(rid)["status"]
+            sc = st["subcalls"]
+            lines.append(
+                f"{rid}  {run.status:<8} step {st['step']}/{st['max_steps']}  sub-calls "
+                f"{sc['done']} done, {sc['inflight']} in flight, {sc['failed']} failed  "
+                f"tokens {st['tokens']:,}  ${st['cost_usd']:.4f}  {st['elapsed_s']:.1f}s  "
+                f"{run.query[:60]!r}" + (f"\n    {run.stop_reason}" if run.stop_reason else "")
+            )
+        snap = mgr.ledger.snapshot()
+        lines.append(f"session: {snap['total']['requests']} model requests, "
+                     f"{snap['http_attempts']} HTTP attempts, {snap['cache_hits']} cache hits")
+        display(Pretty("\n".join(lines)))
+
+    def _sub_stop(self, args: list[str]) -> None:
+        mgr = self.manager
+        paused = [mgr.runs[r] for r in mgr.roots if mgr.runs[r].status == "paused"]
+        for run in paused:
+            run.status, run.stop_reason = "stopped", "stopped by the user (%rlm stop)"
+        display(Pretty(f"stopped {len(paused)} paused run(s)" if paused else "no paused run to stop"))
+
+    def _sub_export(self, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError("usage: %rlm export PATH.ipynb")
+        nb = self.manager.export(args[0])
+        display(Pretty(f"wrote {args[0]} ({len(nb.cells)} cells)"))
+
+    def _sub_load(self, args: list[str]) -> None:
+        if not args:
+            raise UsageError("usage: %rlm load PATH [--var NAME]")
+        path, var = args[0], "context"
+        if "--var" in args:
+            i = args.index("--var")
+            if i + 1 >= len(args):
+                raise UsageError("--var needs a name")
+            var = args[i + 1]
+        if not os.path.exists(path):
+            raise UsageError(f"no file {path!r} (from {os.getcwd()})")
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            data = f.read()
+        self.shell.user_ns[var] = data
+        self.manager.context_sources[var] = os.path.abspath(path)
+        info = ContextInfo.describe(data)
+        display(Pretty(f"{var} = {path}: {info.summary()}"))
+
+
+def _find_call(runs: dict[str, Any], call_id: str | None) -> SubCall | None:
+    if not call_id:
+        return None
+    for run in runs.values():
+        if call_id in run.subcalls:
+            return run.subcalls[call_id]
+    return None

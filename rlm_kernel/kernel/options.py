@@ -1,0 +1,65 @@
+"""Parsing the option lines of ``%%rlm``, ``%%llm`` and ``%rlm`` with messages that say what to do."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+__all__ = ["OptionError", "parse_rlm_cell", "parse_llm_cell", "parse_line"]
+
+
+class OptionError(ValueError):
+    """Bad magic options; the message lists what is accepted."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise OptionError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+
+
+def _rlm_parser() -> _Parser:
+    p = _Parser(prog="%%rlm", add_help=False, exit_on_error=False)
+    p.add_argument("--model")
+    p.add_argument("--sub-model", dest="sub_model")
+    p.add_argument("--max-steps", dest="max_steps", type=int)
+    p.add_argument("--max-depth", dest="max_depth", type=int)
+    p.add_argument("--max-subcalls", dest="max_subcalls", type=int)
+    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.add_argument("--max-cost", dest="max_cost", type=float)
+    p.add_argument("--max-wall-time", dest="max_wall_time", type=float)
+    p.add_argument("--step-timeout", dest="step_timeout", type=float)
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--context", default="context", help="variable holding the context")
+    p.add_argument("--step", action="store_true", help="stop after each proposed step")
+    return p
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise OptionError(f"cannot read the options {line!r}: {exc}") from None
+
+
+def parse_rlm_cell(code: str) -> tuple[dict[str, Any], str]:
+    """``%%rlm [options]\\n<query>`` -> (options, query)."""
+    first, _, body = code.lstrip().partition("\n")
+    args = _rlm_parser().parse_args(_split(first)[1:])
+    query = body.strip()
+    if not query:
+        raise OptionError("the %%rlm cell needs a query: write it on the lines below %%rlm")
+    return vars(args), query
+
+
+def parse_llm_cell(line: str) -> dict[str, Any]:
+    p = _Parser(prog="%%llm", add_help=False, exit_on_error=False)
+    p.add_argument("--model")
+    p.add_argument("--call")
+    return vars(p.parse_args(_split(line)))
+
+
+def parse_line(line: str) -> tuple[str, list[str]]:
+    """``%rlm <subcommand> args...`` -> (subcommand, args)."""
+    parts = _split(line)
+    return (parts[0] if parts else "status"), parts[1:]

@@ -1,0 +1,45 @@
+"""The scripted demonstration model: deterministic rules, not an LLM, speaking OpenAI chat completions.
+
+It is the embedded default when no API key and no base URL are set, and the double every test and
+benchmark runs against: in-process through :class:`ScriptedTransport`, or over loopback HTTP
+through :class:`ScriptedServer` (``rlm-kernel serve-scripted``). Both share
+:meth:`ScriptedModel.handle`. Its root policies play the paper's strategies (peek, regex,
+partition + ``llm_batch``, aggregate, recurse) for the task families listed in
+:mod:`rlm_kernel.scripted.policies`, and say plainly when a query is beyond them.
+"""
+
+from __future__ import annotations
+
+from . import eval_policies  # noqa: E402,F401,I001 - registers the eval task families' policies
+from .model import FaultPlan, Reply, ScriptedModel, ScriptedStats
+from .policies import (
+    ROOT_FALLBACK_ANSWER,
+    SUB_FALLBACK_ANSWER,
+    RootView,
+    register_root_policy,
+    register_sub_policy,
+)
+from .server import ScriptedServer
+from .transport import ScriptedTransport
+from .wire import DEFAULT_MODELS, NOT_AN_LLM, SYSTEM_FINGERPRINT
+
+__all__ = [
+    "ScriptedModel",
+    "ScriptedServer",
+    "ScriptedTransport",
+    "ScriptedStats",
+    "FaultPlan",
+    "Reply",
+    "RootView",
+    "register_root_policy",
+    "register_sub_policy",
+    "ROOT_FALLBACK_ANSWER",
+    "SUB_FALLBACK_ANSWER",
+    "DEFAULT_MODELS",
+    "NOT_AN_LLM",
+    "SYSTEM_FINGERPRINT",
+    "ROOT_MODEL",
+    "SUB_MODEL",
+]
+
+ROOT_MODEL, SUB_MODEL = DEFAULT_MODELS
