@@ -90,7 +90,8 @@ class RLMKernel(IPythonKernel):
                 return self._finish(outcome)
             if len(args) != 1:
                 return self._fail("UsageError", f"usage: %rlm {action} PATH.ipynb")
-            self._banner()
+            if action == "resume":
+                self._banner()
             outcomes = await self.rlm.replay(args[0], live=action == "resume", source=code)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
