@@ -6,9 +6,7 @@ import asyncio
 import concurrent.futures
 import threading
 from dataclasses import dataclass, field
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from .config import RLMConfig
 from .engine import Controller, Engine
@@ -17,6 +15,9 @@ from .lm import LMClient
 from .notebook import to_notebook, write_notebook
 from .observer import RunObserver
 from .trajectory import ContextInfo, Run, Step, Usage, new_id
+
+if TYPE_CHECKING:
+    import nbformat
 
 __all__ = ["RLM", "RunResult", "SCRIPTED_BANNER"]
 

@@ -55,7 +55,7 @@ def install(user: bool = False, prefix: str | None = None) -> str:
         with open(os.path.join(td, "kernel.json"), "w") as f:
             json.dump(kernel_json(), f, indent=2)
         return KernelSpecManager().install_kernel_spec(
-            td, KERNEL_NAME, user=user, prefix=prefix, replace=True
+            td, KERNEL_NAME, user=user, prefix=prefix
         )
 
 

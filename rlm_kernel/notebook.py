@@ -12,10 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from typing import Any
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from typing import TYPE_CHECKING, Any
 
 from .outputs import outputs_to_text, truncate
 from .trajectory import Run, Step, SubCall
@@ -26,10 +23,28 @@ __all__ = [
     "recorded_responses", "write_notebook", "llm_cell_source",
 ]
 
+if TYPE_CHECKING:
+    import nbformat
+
 FORMAT_VERSION = 1
 MARKER_RE = re.compile(r"^# rlm: run=(?P<run>[\w-]+) step=(?P<step>\d+)(?P<stale> stale)?[ \t]*$",
                        re.MULTILINE)
 _COLLAPSED = {"source_hidden": True, "outputs_hidden": True}
+
+
+def new_code_cell(source: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An nbformat v4 code cell as a plain dict.
+
+    Plain dicts, not nbformat objects: the kernel builds these on every event, and importing
+    nbformat (its JSON-schema validator) costs seconds at kernel start. Files are validated with
+    nbformat when written (:func:`to_notebook`, :func:`write_notebook`).
+    """
+    return {"id": "", "cell_type": "code", "source": source, "metadata": metadata or {},
+            "outputs": [], "execution_count": None}
+
+
+def new_markdown_cell(source: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": "", "cell_type": "markdown", "source": source, "metadata": metadata or {}}
 
 
 def marker(run_id: str, n: int, stale: bool = False) -> str:
@@ -72,7 +87,7 @@ def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
     text = step.thought or "*(the model's reply had no prose)*"
     if step.nudge is not None:
         text += "\n\n> *No code and no FINAL: the model was nudged to continue.*"
-    extra: dict[str, Any] = {"step": step.n}
+    extra: dict[str, Any] = {"step": step.n, "status": step.status}
     if record:
         extra["record"] = _step_record(step, keep_outputs=False)
     cell = new_markdown_cell(f"**Step {step.n}** · {text}", metadata=_meta("thought", run, **extra))
@@ -99,7 +114,7 @@ def step_cell(run: Run, step: Step) -> dict[str, Any]:
     cell = new_code_cell(source, metadata=_meta("step", run, step=step.n, status=step.status,
                                                 record=_step_record(step, keep_outputs=False)))
     cell["id"] = cell_id(run.run_id, f"s{step.n}")
-    cell["outputs"] = [nbformat.from_dict(o) for o in step.outputs]
+    cell["outputs"] = [dict(o) for o in step.outputs]
     cell["execution_count"] = step.execution_count
     return cell
 
@@ -124,13 +139,13 @@ def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
     return cell
 
 
-def llm_outputs(call: SubCall) -> list[Any]:
+def llm_outputs(call: SubCall) -> list[dict[str, Any]]:
     if call.status == "ok" and call.response is not None:
-        return [nbformat.v4.new_output("execute_result", data={"text/plain": call.response},
-                                       execution_count=None)]
+        return [{"output_type": "execute_result", "data": {"text/plain": call.response},
+                 "metadata": {}, "execution_count": None}]
     if call.status in ("error", "cancelled"):
-        return [nbformat.v4.new_output("stream", name="stderr",
-                                       text=f"[{call.status}] {call.error or ''}\n")]
+        return [{"output_type": "stream", "name": "stderr",
+                 "text": f"[{call.status}] {call.error or ''}\n"}]
     return []
 
 
@@ -207,6 +222,9 @@ def run_cells(run: Run, runs: dict[str, Run] | None = None, query_source_text: s
 def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
                 extra_cells: list[dict[str, Any]] | None = None) -> nbformat.NotebookNode:
     """A validated nbformat v4 notebook holding the given root runs (and their children)."""
+    import nbformat
+    from nbformat.v4 import new_notebook
+
     all_runs = all_runs or {r.run_id: r for r in runs}
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "rlm", "display_name": "RLM (Python 3)", "language": "python"}
@@ -224,6 +242,8 @@ def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
     """Validate, then write atomically (a crash mid-write must not leave half a trajectory)."""
     import os
     import tempfile
+
+    import nbformat
 
     nbformat.validate(nb)
     directory = os.path.dirname(os.path.abspath(path))

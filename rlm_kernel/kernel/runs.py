@@ -12,9 +12,7 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from .. import cells
 from ..budgets import Budget
@@ -30,6 +28,7 @@ from ..notebook import (
     run_cells,
     runs_from_notebook,
     step_cell,
+    thought_cell,
     to_notebook,
 )
 from ..outputs import outputs_to_text, truncate
@@ -37,6 +36,9 @@ from ..repl import Repl
 from ..trajectory import ContextInfo, Run, Step, new_id
 from .capture import ShellExecutor
 from .emitter import CellEmitter
+
+if TYPE_CHECKING:
+    import nbformat
 
 __all__ = ["RunManager", "RunOutcome"]
 
@@ -401,9 +403,13 @@ class RunManager:
             cell = step_cell(run, step)
             self.send(cells.update_msg(run.run_id, cell["id"], metadata=cell["metadata"]))
             for s in stale:
-                sc = step_cell(run, s)
-                self.send(cells.update_msg(run.run_id, sc["id"], metadata=sc["metadata"],
-                                           source=sc["source"]))
+                if s.code is not None:
+                    sc = step_cell(run, s)
+                    self.send(cells.update_msg(run.run_id, sc["id"], metadata=sc["metadata"],
+                                               source=sc["source"]))
+                if s.thought or s.code is None:
+                    tc = thought_cell(run, s, record=s.code is None)
+                    self.send(cells.update_msg(run.run_id, tc["id"], metadata=tc["metadata"]))
         return result, result.execution_count or 0
 
     # -- files ---------------------------------------------------------------------------------
@@ -422,6 +428,8 @@ class RunManager:
 
     def load_notebook(self, path: str, *, cache_only: bool) -> dict[str, Run]:
         """Seed this session's cache from a trajectory (replay: and serve nothing else)."""
+        import nbformat
+
         nb = nbformat.read(path, as_version=4)
         runs = runs_from_notebook(nb)
         if not runs:

@@ -13,10 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
-import openai
 from asyncio_throttle import Throttler
 
 from ..config import RLMConfig, redact
@@ -25,6 +24,9 @@ from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .loop import BackgroundLoop
 from .usage import UsageLedger
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = ["LMClient", "Completion"]
 
@@ -94,6 +96,8 @@ class LMClient:
         self.loop.run(self._setup())
 
     async def _setup(self) -> None:
+        import openai  # here, not at module import: its types cost ~1.5 s of kernel start-up
+
         cfg = self.config
         transport = self._transport
         if transport is None and cfg.scripted:
@@ -160,12 +164,16 @@ class LMClient:
                 f"(model {model!r}, key {key}); the trajectory's code or context differs from the "
                 "recording. Run it live (with a model) to continue past this point."
             )
-        shared = self._pending.get(key)
+        # In-flight dedup is response reuse too: with cache=False identical calls stay independent
+        # (a user sampling several answers to one prompt asked for that).
+        dedup = self.config.cache
+        shared = self._pending.get(key) if dedup else None
         if shared is not None:
             done = await asyncio.shield(shared)
             return Completion(done.text, model, Usage(), 0.0, key, True)
         fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
-        self._pending[key] = fut
+        if dedup:
+            self._pending[key] = fut
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
@@ -182,12 +190,15 @@ class LMClient:
                 self.cache.put(key, result.text)
             return result
         finally:
-            self._pending.pop(key, None)
+            if self._pending.get(key) is fut:
+                del self._pending[key]
             if task is not None:
                 self._inflight.discard(task)
 
     async def _call(self, messages: list[dict[str, Any]], *, model: str, depth: int,
                     params: dict[str, Any], key: str) -> Completion:
+        import openai
+
         async with self._sem:
             if self._throttle is not None:
                 async with self._throttle:
@@ -222,6 +233,8 @@ class LMClient:
         return Completion(text, model, usage, latency, key, False)
 
     def _explain(self, exc: openai.APIError, model: str) -> str:
+        import openai
+
         where = self.base_url or "the OpenAI API"
         retries = self.config.max_retries
         if isinstance(exc, openai.NotFoundError):
