@@ -14,7 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import cells
-from ..notebook import child_run_cells, final_cell, llm_cell, llm_outputs, step_cell, thought_cell
+from ..notebook import (
+    child_run_cells,
+    final_cell,
+    llm_cell,
+    llm_outputs,
+    query_cell,
+    step_cell,
+    thought_cell,
+)
 from ..observer import RunObserver
 from ..trajectory import Run, Step, SubCall
 
@@ -151,5 +159,8 @@ class CellEmitter(RunObserver):
             return
         if run.status != "paused":
             self._insert(run, final_cell(run), "final")
+        # The query cell's header (status, answer, usage) is the run's summary: keep it current.
+        self.emit(cells.update_msg(run.run_id, self.query_id,
+                                   metadata=query_cell(run, "", self.query_id)["metadata"]))
         self.emit(cells.status_msg(run.run_id, self.status_of()["status"]))
         self.emit(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason))

@@ -1,0 +1,94 @@
+/**
+ * The front-end's own record of each run's state. JupyterLab's busy indicator can read idle
+ * while a `%%rlm` cell still runs (comm traffic), so the UI trusts only these messages.
+ */
+import { ISignal, Signal } from '@lumino/signaling';
+import type { IFinishMsg, IStatus, ISyncRun } from './protocol';
+
+export interface IRunState {
+  run: string;
+  anchor: string | null;
+  status: IStatus | null;
+  /** performance.now() when `status` arrived, to tick elapsed time between messages. */
+  statusAt: number;
+  finish: IFinishMsg | null;
+}
+
+const ENDED = new Set(['final', 'stopped', 'error']);
+
+export class RunStore {
+  get changed(): ISignal<this, IRunState> {
+    return this._changed;
+  }
+
+  /** The run that spoke last: the one the controls and status line refer to. */
+  get active(): IRunState | null {
+    return this._active;
+  }
+
+  /** True while the active run can still take a control message. */
+  get controllable(): boolean {
+    const r = this._active;
+    return !!r && !(r.finish && ENDED.has(r.finish.state));
+  }
+
+  all(): IterableIterator<IRunState> {
+    return this._runs.values();
+  }
+
+  get(run: string): IRunState | undefined {
+    return this._runs.get(run);
+  }
+
+  touch(run: string, anchor?: string | null): IRunState {
+    let state = this._runs.get(run);
+    if (!state) {
+      state = { run, anchor: anchor ?? null, status: null, statusAt: 0, finish: null };
+      this._runs.set(run, state);
+      this._active = state;
+      this._changed.emit(state);
+    } else if (anchor) {
+      state.anchor = anchor;
+    }
+    this._active = state;
+    return state;
+  }
+
+  setStatus(run: string, status: IStatus): void {
+    const state = this.touch(run);
+    state.status = status;
+    state.statusAt = performance.now();
+    // A paused run that reports again has been continued or stepped.
+    if (state.finish?.state === 'paused' && status.state !== 'paused') {
+      state.finish = null;
+    }
+    this._changed.emit(state);
+  }
+
+  setFinish(msg: IFinishMsg): void {
+    const state = this.touch(msg.run);
+    state.finish = msg;
+    this._changed.emit(state);
+  }
+
+  sync(run: ISyncRun): void {
+    const state = this.touch(run.run, run.anchor);
+    if (run.status) {
+      state.status = run.status;
+      state.statusAt = performance.now();
+    }
+    // `finished` is loosely typed in cells.py: accept a finish dict, a state string or a bool.
+    const f = run.finished as unknown;
+    if (f && typeof f === 'object') {
+      state.finish = { v: 1, type: 'finish', answer: null, reason: null, ...f, run: run.run } as IFinishMsg;
+    } else if (typeof f === 'string' || f === true) {
+      const s = typeof f === 'string' ? f : run.status?.state ?? 'final';
+      state.finish = { v: 1, type: 'finish', run: run.run, state: s, answer: null, reason: null };
+    }
+    this._changed.emit(state);
+  }
+
+  private _runs = new Map<string, IRunState>();
+  private _active: IRunState | null = null;
+  private _changed = new Signal<this, IRunState>(this);
+}

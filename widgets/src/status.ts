@@ -1,0 +1,59 @@
+/** The live status line: state, step k of max, sub-calls, tokens, cost, elapsed. */
+import { Widget } from '@lumino/widgets';
+import type { IRunState, RunStore } from './runs';
+
+export function formatStatus(r: IRunState | null, now = performance.now()): string {
+  if (!r) {
+    return 'RLM: no run';
+  }
+  const s = r.status;
+  const state = r.finish ? r.finish.state : s?.state ?? 'starting';
+  const parts = [`RLM ${state}`];
+  if (s) {
+    // Tick elapsed locally between throttled status messages while the run is live.
+    const live = !r.finish && s.state === 'running';
+    const elapsed = s.elapsed_s + (live ? (now - r.statusAt) / 1000 : 0);
+    parts.push(
+      `step ${s.step}/${s.max_steps}`,
+      `sub-calls ${s.subcalls.done} done · ${s.subcalls.inflight} in flight · ${s.subcalls.failed} failed`,
+      `${s.tokens.toLocaleString('en-US')} tok`,
+      `$${s.cost_usd.toFixed(4)}`,
+      `${elapsed.toFixed(1)} s`
+    );
+  }
+  if (r.finish?.reason) {
+    parts.push(r.finish.reason);
+  }
+  return parts.join(' · ');
+}
+
+export class StatusLine extends Widget {
+  constructor(runs: RunStore) {
+    super();
+    this.addClass('rlm-status');
+    this._runs = runs;
+    runs.changed.connect(this._render, this);
+    this._render();
+  }
+
+  dispose(): void {
+    window.clearInterval(this._timer);
+    super.dispose();
+  }
+
+  private _render(): void {
+    const r = this._runs.active;
+    this.node.textContent = formatStatus(r);
+    this.node.dataset.state = r ? r.finish?.state ?? r.status?.state ?? 'starting' : 'none';
+    const live = !!r && !r.finish && r.status?.state === 'running';
+    if (live && !this._timer) {
+      this._timer = window.setInterval(() => this._render(), 1000);
+    } else if (!live && this._timer) {
+      window.clearInterval(this._timer);
+      this._timer = 0;
+    }
+  }
+
+  private _runs: RunStore;
+  private _timer = 0;
+}
