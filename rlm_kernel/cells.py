@@ -13,10 +13,14 @@ Kernel -> front-end
                 front-end knows it (JupyterLab's ``cellId``), or ``None`` for clients that sent none.
     ``update``  {run, id, patch}: replace the named fields of that cell (``outputs``,
                 ``execution_count``, ``metadata``, ``source``).
-    ``status``  {run, status}: live counters (see :func:`status_payload`); sent throttled.
-    ``finish``  {run, state, answer, reason}: the run ended (final | stopped | error | paused).
-    ``sync``    {runs: [{run, anchor, cells: [...], status, finished}]}: the whole trajectory so far,
-                sent in reply to ``hello`` so a (re)connecting front-end catches up.
+    ``status``  {run, anchor, status}: live counters (see :func:`status_payload`); throttled.
+    ``finish``  {run, anchor, outcome, answer, reason}: the run ended; ``outcome`` is final |
+                stopped | error | paused. (Not ``state``: nbclient takes any top-level ``state``
+                key of a comm message for widget state.)
+    ``sync``    {runs: [{run, anchor, cells, status, finished}]}: the whole trajectory so far, sent
+                in reply to ``hello`` so a (re)connecting front-end catches up. ``cells`` are every
+                cell of the run in order, the query cell excluded; ``finished`` is the run's
+                ``finish`` message, or null while it is still running.
 Front-end -> kernel
     ``hello``   {client, mirrors}: ``mirrors`` true when the client inserts the cells itself, so
                 the kernel can keep the query cell's own output compact.
@@ -60,12 +64,13 @@ def update_msg(run: str, cell_id: str, **patch: Any) -> dict[str, Any]:
     return _msg("update", run=run, id=cell_id, patch=patch)
 
 
-def status_msg(run: str, status: dict[str, Any]) -> dict[str, Any]:
-    return _msg("status", run=run, status=status)
+def status_msg(run: str, status: dict[str, Any], anchor: str | None = None) -> dict[str, Any]:
+    return _msg("status", run=run, anchor=anchor, status=status)
 
 
-def finish_msg(run: str, state: str, answer: str | None, reason: str | None) -> dict[str, Any]:
-    return _msg("finish", run=run, state=state, answer=answer, reason=reason)
+def finish_msg(run: str, outcome: str, answer: str | None, reason: str | None,
+               anchor: str | None = None) -> dict[str, Any]:
+    return _msg("finish", run=run, anchor=anchor, outcome=outcome, answer=answer, reason=reason)
 
 
 def sync_msg(runs: list[dict[str, Any]]) -> dict[str, Any]:

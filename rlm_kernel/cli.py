@@ -180,10 +180,10 @@ def _headless(args: argparse.Namespace, cells: list[str], output: str | None,
         return _fail("interrupted (Ctrl-C); the partial trajectory is kept", 130)
     if finish is None:
         return _fail("the run ended without a result")
-    if finish.get("state") == "final":
+    if finish.get("outcome") == "final":
         print(finish.get("answer"))
         return 0
-    return _fail(f"run {finish.get('state')}: {finish.get('reason')}")
+    return _fail(f"run {finish.get('outcome')}: {finish.get('reason')}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

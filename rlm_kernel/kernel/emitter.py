@@ -118,7 +118,7 @@ class CellEmitter(RunObserver):
     # -- observer hooks ------------------------------------------------------------------------
     def run_started(self, run: Run) -> None:
         if run.depth == 0:
-            self.emit(cells.status_msg(run.run_id, self.status_of()["status"]))
+            self.emit(cells.status_msg(run.run_id, self.status_of()["status"], self.anchor))
 
     def step_proposed(self, run: Run, step: Step) -> None:
         if run.depth:
@@ -162,5 +162,6 @@ class CellEmitter(RunObserver):
         # The query cell's header (status, answer, usage) is the run's summary: keep it current.
         self.emit(cells.update_msg(run.run_id, self.query_id,
                                    metadata=query_cell(run, "", self.query_id)["metadata"]))
-        self.emit(cells.status_msg(run.run_id, self.status_of()["status"]))
-        self.emit(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason))
+        self.emit(cells.status_msg(run.run_id, self.status_of()["status"], self.anchor))
+        self.emit(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason,
+                                   self.anchor))

@@ -169,7 +169,9 @@ class RunManager:
             run, place = self.runs[rid], self.places[rid]
             out.append({"run": rid, "anchor": place.anchor,
                         "cells": run_cells(run, self.runs, place.source, place.query_id)[1:],
-                        "status": self.status(rid)["status"], "finished": rid != self.active})
+                        "status": self.status(rid)["status"],
+                        "finished": None if rid == self.active else cells.finish_msg(
+                            rid, run.status, run.answer, run.stop_reason, place.anchor)})
         return cells.sync_msg(out)
 
     def control(self, action: str, run_id: str | None) -> None:
@@ -189,6 +191,7 @@ class RunManager:
         calls = [c for r in tree for c in r.subcalls.values()]
         tokens = sum(r.usage.total_tokens for r in tree)
         cost = sum(r.usage.cost_usd for r in tree)
+        place = self.places.get(run_id)
         return cells.status_msg(run_id, cells.status_payload(
             state=run.status, step=len([s for s in run.steps if s.status != "stale"]),
             max_steps=int(run.settings.get("max_steps", self.config.max_steps)),
@@ -196,7 +199,7 @@ class RunManager:
             subcalls_inflight=sum(c.status == "inflight" for c in calls),
             subcalls_failed=sum(c.status in ("error", "cancelled") for c in calls),
             tokens=tokens, cost_usd=cost, elapsed_s=run.elapsed_s,
-        ))
+        ), place.anchor if place else None)
 
     # -- runs ----------------------------------------------------------------------------------
     def _set_blocking(self, value: bool) -> None:

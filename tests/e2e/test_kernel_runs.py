@@ -35,7 +35,7 @@ def test_run_mirrors_every_step_and_subcall(kernel_factory, tmp_path, log_contex
     ran = k.run("%%rlm\n" + LEVEL_QUERY, cell_id="q1")
     assert ran.reply["status"] == "ok", ran.outputs_text
     finish = [m for m in ran.comm if m["type"] == "finish"]
-    assert finish and finish[-1]["state"] == "final"
+    assert finish and finish[-1]["outcome"] == "final"
     assert finish[-1]["answer"].strip() == str(log_context.level_error)
 
     cells_ = k.mirror.cells
@@ -168,7 +168,7 @@ def test_step_mode_edit_and_continue(kernel_factory, echo_server) -> None:
     ran = k.run("%%rlm --step\necho-edit", cell_id="q1")
     assert ran.reply["status"] == "ok"
     finish = [m for m in ran.comm if m["type"] == "finish"][-1]
-    assert finish["state"] == "paused" and "proposed" in finish["reason"]
+    assert finish["outcome"] == "paused" and "proposed" in finish["reason"]
     run_id = finish["run"]
     step = next(c for c in k.mirror.cells if c["id"] == f"{run_id}-s1")
     assert step["metadata"]["rlm"]["status"] == "proposed" and not step["outputs"]
@@ -178,7 +178,7 @@ def test_step_mode_edit_and_continue(kernel_factory, echo_server) -> None:
     ran = k.run("%rlm continue")
     assert ran.reply["status"] == "ok", ran.outputs_text
     finish = [m for m in ran.comm if m["type"] == "finish"][-1]
-    assert finish["state"] == "final" and finish["answer"] == "EDITED-OUTPUT"
+    assert finish["outcome"] == "final" and finish["answer"] == "EDITED-OUTPUT"
 
 
 def test_rerun_finished_step_marks_later_stale_and_continue_sees_it(kernel_factory,
@@ -201,4 +201,4 @@ def test_rerun_finished_step_marks_later_stale_and_continue_sees_it(kernel_facto
     assert re.search(rf"{run_id}\s+paused", ran.outputs_text), ran.outputs_text
     ran = k.run("%rlm continue")
     finish = [m for m in ran.comm if m["type"] == "finish"][-1]
-    assert finish["state"] == "final" and finish["answer"] == "EDITED-OUTPUT"
+    assert finish["outcome"] == "final" and finish["answer"] == "EDITED-OUTPUT"

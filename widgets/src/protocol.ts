@@ -58,13 +58,16 @@ export interface IUpdateMsg extends IEnvelope {
 export interface IStatusMsg extends IEnvelope {
   type: 'status';
   run: string;
+  anchor?: string | null;
   status: IStatus;
 }
 
 export interface IFinishMsg extends IEnvelope {
   type: 'finish';
   run: string;
-  state: string;
+  anchor?: string | null;
+  /** final | stopped | error | paused (not `state`: nbclient reads that as widget state). */
+  outcome: string;
   answer: string | null;
   reason: string | null;
 }

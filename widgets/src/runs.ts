@@ -29,7 +29,7 @@ export class RunStore {
   /** True while the active run can still take a control message. */
   get controllable(): boolean {
     const r = this._active;
-    return !!r && !(r.finish && ENDED.has(r.finish.state));
+    return !!r && !(r.finish && ENDED.has(r.finish.outcome));
   }
 
   all(): IterableIterator<IRunState> {
@@ -59,7 +59,7 @@ export class RunStore {
     state.status = status;
     state.statusAt = performance.now();
     // A paused run that reports again has been continued or stepped.
-    if (state.finish?.state === 'paused' && status.state !== 'paused') {
+    if (state.finish?.outcome === 'paused' && status.state !== 'paused') {
       state.finish = null;
     }
     this._changed.emit(state);
@@ -77,13 +77,13 @@ export class RunStore {
       state.status = run.status;
       state.statusAt = performance.now();
     }
-    // `finished` is loosely typed in cells.py: accept a finish dict, a state string or a bool.
+    // `finished` is the run's finish message, or null while it runs (older kernels: a bool).
     const f = run.finished as unknown;
     if (f && typeof f === 'object') {
       state.finish = { v: 1, type: 'finish', answer: null, reason: null, ...f, run: run.run } as IFinishMsg;
     } else if (typeof f === 'string' || f === true) {
       const s = typeof f === 'string' ? f : run.status?.state ?? 'final';
-      state.finish = { v: 1, type: 'finish', run: run.run, state: s, answer: null, reason: null };
+      state.finish = { v: 1, type: 'finish', run: run.run, outcome: s, answer: null, reason: null };
     }
     this._changed.emit(state);
   }

@@ -7,7 +7,7 @@ export function formatStatus(r: IRunState | null, now = performance.now()): stri
     return 'RLM: no run';
   }
   const s = r.status;
-  const state = r.finish ? r.finish.state : s?.state ?? 'starting';
+  const state = r.finish ? r.finish.outcome : s?.state ?? 'starting';
   const parts = [`RLM ${state}`];
   if (s) {
     // Tick elapsed locally between throttled status messages while the run is live.
@@ -44,7 +44,7 @@ export class StatusLine extends Widget {
   private _render(): void {
     const r = this._runs.active;
     this.node.textContent = formatStatus(r);
-    this.node.dataset.state = r ? r.finish?.state ?? r.status?.state ?? 'starting' : 'none';
+    this.node.dataset.state = r ? r.finish?.outcome ?? r.status?.state ?? 'starting' : 'none';
     const live = !!r && !r.finish && r.status?.state === 'running';
     if (live && !this._timer) {
       this._timer = window.setInterval(() => this._render(), 1000);
