@@ -79,6 +79,9 @@ class RLMConfig(Configurable):
         2_000, help="Sub-call prompts up to this length are kept whole in notebooks; longer: preview+hash."
     ).tag(config=True)
     cache = Bool(True, help="Reuse responses for identical (model, messages, params).").tag(config=True)
+    subcalls_enabled = Bool(
+        True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call ablation."
+    ).tag(config=True)
     prices = Dict(
         {}, help='USD per 1M tokens: {"model": {"prompt": 2.5, "completion": 10, "cached": 1.25}}.'
     ).tag(config=True)

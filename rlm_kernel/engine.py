@@ -67,7 +67,8 @@ def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
     after a resume; an edited step contributes its new code and its new output.
     """
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system_prompt(run.context, config.sub_window)},
+        {"role": "system", "content": system_prompt(run.context, config.sub_window,
+                                                    config.subcalls_enabled)},
         {"role": "user", "content": first_user_message(run.query, run.context, config.max_steps)},
     ]
     for step in run.steps:

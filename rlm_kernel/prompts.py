@@ -11,6 +11,7 @@ from .trajectory import ContextInfo
 
 __all__ = [
     "SYSTEM_PROMPT",
+    "SUBCALLS_DISABLED_NOTE",
     "first_user_message",
     "step_feedback",
     "nudge_message",
@@ -47,9 +48,17 @@ the answers in code. When you know the answer, call `FINAL(...)` in code or writ
 """
 
 
-def system_prompt(context: ContextInfo, sub_window: int = 100_000) -> str:
+SUBCALLS_DISABLED_NOTE = (
+    "\nIn this run sub-calls are switched off (the no-sub-call ablation): `llm`, `llm_batch` and "
+    "`rlm` raise an error. Answer with code over `context` alone.\n"
+)
+
+
+def system_prompt(context: ContextInfo, sub_window: int = 100_000,
+                  subcalls_enabled: bool = True) -> str:
     """The system prompt for one run: it names the context's type and size, never its content."""
-    return SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window)
+    text = SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window)
+    return text if subcalls_enabled else text + SUBCALLS_DISABLED_NOTE
 
 
 def first_user_message(query: str, context: ContextInfo, max_steps: int) -> str:

@@ -91,7 +91,17 @@ class Repl:
         self.ns["context"] = context
 
     # -- sub-calls -----------------------------------------------------------------------------
+    def _check_enabled(self) -> None:
+        """The no-sub-call ablation: say so in the traceback the model reads, make no call."""
+        if not self.config.subcalls_enabled:
+            raise RuntimeError(
+                "sub-calls are switched off in this run (subcalls_enabled=False, the no-sub-call "
+                "ablation): llm(), llm_batch() and rlm() make no model call. Work on `context` "
+                "with code alone."
+            )
+
     def _check_budgets(self, n: int) -> None:
+        self._check_enabled()
         if self.client.stopped:
             raise RunStopped("the run was stopped; no new model calls start")
         self.budget.check_all()
@@ -187,6 +197,7 @@ class Repl:
     # -- recursion -----------------------------------------------------------------------------
     def rlm(self, query: str, context: Any = None) -> str:
         """A sub-RLM over ``context`` at depth+1; at the depth limit, a plain ``llm`` call."""
+        self._check_enabled()
         if self.depth + 1 > self.config.max_depth or self.child_runner is None:
             prompt = query if context is None else f"{query}\n\n{context}"
             return self.llm(prompt)
