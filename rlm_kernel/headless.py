@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -60,12 +61,19 @@ class HeadlessKernel:
         # IPC sockets: local only, and no unencrypted-TCP warning on every run.
         self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPythonSpecs(),
                                 transport="ipc")
+        # IPC socket paths are relative to each process's cwd unless absolute.
+        self.km.ip = os.path.join(tempfile.gettempdir(), f"rlm-kernel-{uuid.uuid4().hex[:12]}")
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.km.start_kernel(env=full_env, cwd=cwd or os.getcwd())
         self.kc = self.km.client()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=startup_timeout)
+        try:
+            self.kc.wait_for_ready(timeout=startup_timeout)
+        except BaseException:
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=True)  # never leave a half-started kernel behind
+            raise
         self.comm_id = uuid.uuid4().hex
         self._send("comm_open", {"comm_id": self.comm_id, "target_name": cells.TARGET,
                                  "data": cells.hello_msg("headless", True)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -45,6 +46,8 @@ class RLMKernel(IPythonKernel):
         self.rlm = RunManager(self, RLMConfig(parent=self, **section))
         self.shell.register_magics(RLMMagics(self.shell, manager=self.rlm))
         self.comm_manager.register_target(cells.TARGET, self.rlm.on_frontend_comm)
+        # Warm the openai import (~1.5 s) off the main thread, so the first %%rlm starts at once.
+        threading.Thread(target=_warm_imports, name="rlm-warm-imports", daemon=True).start()
 
     async def do_execute(  # type: ignore[override]
         self, code: str, silent: bool, store_history: bool = True,
@@ -52,14 +55,19 @@ class RLMKernel(IPythonKernel):
         cell_meta: dict[str, Any] | None = None, cell_id: str | None = None,
     ) -> dict[str, Any]:
         stripped = code.lstrip()
-        if stripped.startswith("%%rlm") and not silent:
-            return await self._run_query(code, cell_id)
         m = _DRIVER_RE.match(stripped)
-        if m and not silent:
-            return await self._drive(m.group(1), m.group(2), code)
         hit = None if silent else self.rlm.step_of(code)
-        if hit is not None:
-            return await self._rerun_step(*hit, code)
+        if not silent and (stripped.startswith("%%rlm") or m or hit is not None):
+            try:
+                with self.rlm.interruptible():
+                    if stripped.startswith("%%rlm"):
+                        return await self._run_query(code, cell_id)
+                    if m:
+                        return await self._drive(m.group(1), m.group(2), code)
+                    assert hit is not None
+                    return await self._rerun_step(*hit, code)
+            except KeyboardInterrupt:
+                return self._fail("KeyboardInterrupt", "interrupted before the run started")
         return await super().do_execute(code, silent, store_history, user_expressions,
                                         allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
 
@@ -142,3 +150,10 @@ class RLMKernel(IPythonKernel):
             self.shell.execution_count += 1
         return {"status": "error", "ename": ename, "evalue": evalue, "traceback": tb,
                 "execution_count": count}
+
+
+def _warm_imports() -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        import openai  # noqa: F401

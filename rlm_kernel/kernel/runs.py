@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,7 @@ class RunManager:
         self._kernel_comm: Any = None
         self.mirrors = False
         self._blocking = False
+        self._task: asyncio.Future[Any] | None = None
         self.executor = ShellExecutor(self.shell)
         self.executor.on_blocking = self._set_blocking
         session_run = Run(run_id="session", query="(cells typed by a human)", depth=0)
@@ -205,6 +207,33 @@ class RunManager:
     def _set_blocking(self, value: bool) -> None:
         self._blocking = value
 
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """SIGINT routing for the kernel's own cells, from their first line to their reply.
+
+        Inside a step's code (or any synchronous stretch, like building the first client) an
+        interrupt is a KeyboardInterrupt, as in any cell; while the run awaits a model call it
+        cancels the run's task. Either way the run is asked to stop and every in-flight call is
+        cancelled at once. Installed before anything slow, so no interrupt escapes to ipykernel.
+        """
+        loop = asyncio.get_running_loop()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self.controller is not None:
+                self.controller.request("stop")
+            for c in list(self._clients.values()):
+                c.stop()
+            task = self._task
+            if task is None or self._blocking:
+                raise KeyboardInterrupt
+            loop.call_soon_threadsafe(task.cancel)
+
+        old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+
     def new_run(self, query: str, opts: dict[str, Any], *, source: str,
                 cell_id: str | None, base: RLMConfig | None = None) -> tuple[Run, Any]:
         var = opts.get("context") or "context"
@@ -313,28 +342,18 @@ class RunManager:
         place.repl = engine.repl
         self.executor.source_prefix = ""
         engine.executor = _MarkedExecutor(self.executor, run)  # type: ignore[assignment]
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(engine.arun())
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            controller.request("stop")
-            for c in self._clients.values():
-                c.stop()
-            if self._blocking:
-                raise KeyboardInterrupt
-            loop.call_soon_threadsafe(task.cancel)
+        task = self._task = asyncio.ensure_future(engine.arun())
 
         async def tick() -> None:  # wakes the loop so an interrupt acts within 0.2 s
             while True:
                 await asyncio.sleep(0.2)
 
         ticker = asyncio.ensure_future(tick())
-        old = signal.signal(signal.SIGINT, on_sigint)
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         finally:
-            signal.signal(signal.SIGINT, old)
+            self._task = None
             ticker.cancel()
             for c in self._clients.values():
                 c.resume()
