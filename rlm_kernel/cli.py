@@ -126,9 +126,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if not os.path.exists(args.resume):
             return _fail(f"no trajectory {args.resume!r} to resume")
+        import nbformat
+
         cells = [f"%rlm resume {shlex.quote(os.path.abspath(args.resume))}"]
         output = args.output if args.output != "trajectory.ipynb" else args.resume
-        return _headless(args, cells, output)
+        original = nbformat.read(args.resume, as_version=4)
+        return _headless(args, cells, output, initial=[dict(c) for c in original.cells])
     if not args.context or args.query is None:
         return _fail("run needs --context FILE and --query TEXT (or --resume PATH.ipynb)", 2)
     if not os.path.isfile(args.context):
@@ -143,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _headless(args: argparse.Namespace, cells: list[str], output: str | None,
-              banner: bool = True) -> int:
+              banner: bool = True, initial: list[dict[str, Any]] | None = None) -> int:
     from .api import SCRIPTED_BANNER
     from .config import RLMConfig
     from .headless import HeadlessKernel, KernelDied, error_text
@@ -154,7 +157,7 @@ def _headless(args: argparse.Namespace, cells: list[str], output: str | None,
     if cfg.scripted and banner:
         print(SCRIPTED_BANNER, file=sys.stderr)
     try:
-        kernel = HeadlessKernel(env=env, output=output)
+        kernel = HeadlessKernel(env=env, output=output, initial_cells=initial)
     except RuntimeError as exc:
         return _fail(f"could not start the rlm kernel: {exc}")
     interrupted = False
@@ -165,7 +168,7 @@ def _headless(args: argparse.Namespace, cells: list[str], output: str | None,
 
     try:
         for code in cells:
-            reply = kernel.execute(code, on_interrupt=note_interrupt)
+            reply = kernel.execute(code, on_interrupt=note_interrupt, record=initial is None)
             finish = kernel.last_finish()
             if reply.get("status") != "ok" and finish is None:
                 return _fail(error_text(reply))

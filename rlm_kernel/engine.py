@@ -26,7 +26,7 @@ from .outputs import outputs_to_text, truncate
 from .parsing import parse_reply
 from .prompts import first_user_message, nudge_message, step_feedback, system_prompt
 from .repl import Repl
-from .trajectory import ContextInfo, Run, Step, new_id
+from .trajectory import ContextInfo, Run, Step
 
 __all__ = ["Engine", "Controller", "build_history", "edited_reply"]
 
@@ -203,14 +203,16 @@ class Engine:
         run = self.run
         parsed = parse_reply(step.reply) if not step.edited else parse_reply(edited_reply(step))
         step.status = "running"
-        self.repl.final = None
-        self.repl.current_step = step.n
+        self.repl.begin_step(step.n)
         self.observer.step_started(run, step)
         notes: list[str] = []
         if step.code is not None:
-            result = await self.executor.execute(
-                step.code, timeout=self.config.step_timeout or None, label=f"rlm step {step.n}"
-            )
+            # A step may not outlive the run's wall-time budget either.
+            limits = [t for t in (self.config.step_timeout or None, self.budget.remaining_time())
+                      if t is not None]
+            timeout = max(0.001, min(limits)) if limits else None
+            result = await self.executor.execute(step.code, timeout=timeout,
+                                                 label=f"rlm step {step.n}")
             step.outputs, step.error = result.outputs, result.error
             step.execution_count, step.exec_s = result.execution_count, result.duration_s
             if result.interrupted:
@@ -227,6 +229,10 @@ class Engine:
         final: str | None = None
         if self.repl.final is not None:
             final = self.repl.final
+        elif step.error is not None and parsed.has_final:
+            # The model wrote FINAL before seeing its code fail: it must see the error first.
+            notes.append("[note: your FINAL was not accepted because the code above raised; "
+                         "fix the error, then finish.]")
         elif parsed.final is not None:
             final = parsed.final
         elif parsed.final_var is not None:
@@ -248,7 +254,8 @@ class Engine:
             raise self.budget.exceeded
         if final is not None:
             return True
-        self.messages.append({"role": "assistant", "content": step.reply})
+        self.messages.append({"role": "assistant",
+                              "content": edited_reply(step) if step.edited else step.reply})
         self.messages.append({"role": "user", "content": _feedback(step, self.config)})
         return False
 
@@ -256,7 +263,7 @@ class Engine:
     def _run_child(self, query: str, context: Any, depth: int) -> str:
         """rlm(): a fresh namespace at ``depth``, run to completion in a worker thread."""
         child = Run(
-            run_id=new_id("r"), query=query, depth=depth, parent=self.run.run_id,
+            run_id=self.repl.next_id("r"), query=query, depth=depth, parent=self.run.run_id,
             parent_step=self.repl.current_step,
             model=self.run.model, sub_model=self.run.sub_model,
             context=ContextInfo.describe(context, source=f"rlm() in run {self.run.run_id}"),

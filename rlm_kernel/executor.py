@@ -57,12 +57,18 @@ def step_deadline(timeout: float | None) -> Iterator[None]:
             raise StepTimeout(message)
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, timeout)
+        armed = time.monotonic()
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+            if outer_delay > 0:
+                # Someone else's alarm (a test runner's timeout, a host program's watchdog) was
+                # pending: re-arm what is left of it instead of silently cancelling it.
+                left = outer_delay - (time.monotonic() - armed)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), outer_interval)
         return
     deadline = time.monotonic() + timeout
 

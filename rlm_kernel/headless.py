@@ -55,9 +55,10 @@ class HeadlessKernel:
     """One kernel, one notebook mirror; ``execute`` runs a cell and keeps its outputs."""
 
     def __init__(self, *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 output: str | None = None, startup_timeout: float = 90) -> None:
+                 output: str | None = None, startup_timeout: float = 90,
+                 initial_cells: list[dict[str, Any]] | None = None) -> None:
         self.output = output
-        self.mirror = NotebookMirror()
+        self.mirror = NotebookMirror(initial_cells)
         # IPC sockets: local only, and no unencrypted-TCP warning on every run.
         self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPythonSpecs(),
                                 transport="ipc")
@@ -93,13 +94,15 @@ class HeadlessKernel:
         self._send("comm_msg", {"comm_id": self.comm_id, "data": cells.control_msg(action, run)})
 
     # -- running cells -------------------------------------------------------------------------
-    def execute(self, code: str, *, timeout: float | None = None, on_interrupt: Any = None
-                ) -> dict[str, Any]:
-        """Run ``code`` as a new cell of the mirrored notebook; return the execute_reply content."""
+    def execute(self, code: str, *, timeout: float | None = None, on_interrupt: Any = None,
+                record: bool = True) -> dict[str, Any]:
+        """Run ``code`` as a new cell of the mirrored notebook (``record=False``: a control cell
+        kept out of the file, e.g. ``%rlm resume``); return the execute_reply content."""
         self.count += 1
         cell = nbformat.v4.new_code_cell(code)
-        cell["id"] = f"cell-{self.count}"
-        self.mirror.cells.append(cell)
+        cell["id"] = f"cell-{self.count}-{uuid.uuid4().hex[:6]}"
+        if record:
+            self.mirror.cells.append(cell)
         msg_id = self._send("execute_request", {
             "code": code, "silent": False, "store_history": True, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True,

@@ -20,7 +20,7 @@ from .trajectory import Run, Step, SubCall
 __all__ = [
     "FORMAT_VERSION", "MARKER_RE", "marker", "query_cell", "thought_cell", "step_cell", "llm_cell",
     "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
-    "recorded_responses", "write_notebook", "llm_cell_source",
+    "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids",
 ]
 
 if TYPE_CHECKING:
@@ -181,7 +181,10 @@ def child_run_cells(child: Run, runs: dict[str, Run]) -> list[dict[str, Any]]:
             body += f"\n\n```python\n{step.code}\n```"
         if step.output_text:
             body += f"\n\n```text\n{truncate(step.output_text, 2000)}\n```"
-        record = {**_step_record(step, keep_outputs=False), "code": step.code}
+        # Markdown cells keep no outputs: the record must hold what the model was shown.
+        record = {**_step_record(step, keep_outputs=False), "code": step.code,
+                  "output_text": step.output_text}
+        record.pop("output_from_outputs", None)
         c = new_markdown_cell(body, metadata=_meta("step", child, step=step.n, status=step.status,
                                                    record=record))
         c["id"] = cell_id(child.run_id, f"s{step.n}")
@@ -302,6 +305,16 @@ def runs_from_notebook(nb: Any) -> dict[str, Run]:
             run.status = meta.get("status", run.status)
             run.stop_reason = meta.get("reason")
     return runs
+
+
+def query_cell_ids(nb: Any) -> dict[str, str]:
+    """run id -> the id of its query cell in this notebook (where a resumed run's cells go)."""
+    out: dict[str, str] = {}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("rlm", {})
+        if meta.get("kind") == "query" and "header" in meta and cell.get("id"):
+            out.setdefault(meta["run"], cell["id"])
+    return out
 
 
 def recorded_responses(runs: dict[str, Run]) -> dict[str, str]:

@@ -21,28 +21,48 @@ def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
 
+_OMITTED_RE = re.compile(r"\n?\[\.\.\. ([\d,]+) characters omitted \.\.\.\]\n?")
+
+
 def truncate(text: str, limit: int) -> str:
-    """Keep the head and tail of ``text`` within ``limit`` chars and say how much was cut."""
+    """Keep the head and tail of ``text`` within ``limit`` chars and say how much was cut.
+
+    ``text`` may already hold omission markers (a capture buffer that kept only its own head and
+    tail); the count reported includes what those markers stood for, so the reader is told how
+    much of the real output is missing, not how much of the marked-up text.
+    """
     if limit <= 0 or len(text) <= limit:
         return text
     head = limit * 2 // 3
     tail = limit - head
     dropped = len(text) - head - tail
+    for m in _OMITTED_RE.finditer(text, head, len(text) - tail):
+        dropped += int(m.group(1).replace(",", "")) - len(m.group(0))
     return f"{text[:head]}\n[... {dropped:,} characters omitted ...]\n{text[-tail:]}"
 
 
 class BoundedText(io.TextIOBase):
-    """A write-only text stream that keeps at most ``head + tail`` characters."""
+    """A write-only text stream that keeps at most ``head + tail`` characters.
+
+    Cost per write is amortised O(len(s)): the tail is a list of chunks trimmed only once it holds
+    twice its limit, so a loop of a million small prints stays as cheap as into a StringIO.
+    """
 
     def __init__(self, head: int = 200_000, tail: int = 100_000) -> None:
         self.head_limit, self.tail_limit = head, tail
         self._head: list[str] = []
         self._head_len = 0
-        self._tail = ""
-        self.dropped = 0
+        self._tail: list[str] = []
+        self._tail_len = 0
+        self._dropped = 0
 
     def writable(self) -> bool:
         return True
+
+    @property
+    def dropped(self) -> int:
+        """Characters written but not kept."""
+        return self._dropped + max(0, self._tail_len - self.tail_limit)
 
     def write(self, s: str) -> int:
         n = len(s)
@@ -52,18 +72,26 @@ class BoundedText(io.TextIOBase):
             self._head_len += min(room, n)
             s = s[room:]
         if s:
-            tail = self._tail + s
-            if len(tail) > self.tail_limit:
-                self.dropped += len(tail) - self.tail_limit
-                tail = tail[-self.tail_limit:]
-            self._tail = tail
+            self._tail.append(s)
+            self._tail_len += len(s)
+            if self._tail_len > 2 * self.tail_limit:
+                self._tail = [self._tail_text()]
+                self._dropped += self._tail_len - len(self._tail[0])
+                self._tail_len = len(self._tail[0])
         return n
+
+    def _tail_text(self) -> str:
+        joined = "".join(self._tail)
+        if len(joined) <= self.tail_limit:
+            return joined
+        return joined[len(joined) - self.tail_limit:]
 
     def getvalue(self) -> str:
         head = "".join(self._head)
+        tail = self._tail_text()
         if self.dropped:
-            return f"{head}\n[... {self.dropped:,} characters omitted ...]\n{self._tail}"
-        return head + self._tail
+            return f"{head}\n[... {self.dropped:,} characters omitted ...]\n{tail}"
+        return head + tail
 
 
 def stream_output(name: str, text: str) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def _looks_like_python(body: str) -> bool:
     return True
 
 
-def _balanced_arg(text: str, start: int) -> tuple[str, bool]:
+def _balanced_arg(text: str, start: int, honour_quotes: bool = True) -> tuple[str, bool]:
     """Read from just after an opening '(' to its matching ')', honouring quotes and nesting.
 
     Returns (argument, closed). Unclosed: everything to the end, trailing ')' trimmed.
@@ -80,7 +80,7 @@ def _balanced_arg(text: str, start: int) -> tuple[str, bool]:
     i = start
     quote: str | None = None
     # Prose like FINAL(it's 3) has stray apostrophes: honour quotes only for a quoted argument.
-    quoted = text[start:].lstrip()[:1] in ("'", '"')
+    quoted = honour_quotes and text[start:].lstrip()[:1] in ("'", '"')
     while i < len(text):
         ch = text[i]
         if quote:
@@ -104,6 +104,10 @@ def _balanced_arg(text: str, start: int) -> tuple[str, bool]:
             if depth == 0:
                 return text[start:i], True
         i += 1
+    if quoted:
+        # Quotes that never balance (FINAL('it's fine')) were prose apostrophes after all: read
+        # the argument by parentheses alone rather than swallowing the rest of the reply.
+        return _balanced_arg(text, start, honour_quotes=False)
     return text[start:].rstrip().removesuffix(")"), False
 
 

@@ -63,6 +63,7 @@ class Repl:
         self.prompts = prompt_store if prompt_store is not None else {}
         self.final: str | None = None
         self.current_step: int | None = None
+        self._seq: dict[tuple[str, int | None], int] = {}
         self._lock = threading.Lock()
         self._baseline = set(namespace)
         self.bound: dict[str, Any] = {
@@ -107,10 +108,29 @@ class Repl:
         self.budget.check_all()
         self.budget.charge_subcalls(n)
 
+    def begin_step(self, n: int | None) -> None:
+        """A step (re)starts: its sub-calls are numbered from 1 again.
+
+        Ids are ``<run>-s<step>c<k>``: deterministic, so replaying or resuming a trajectory (or a
+        human re-running a step) addresses the same cells, which front-ends update in place.
+        """
+        self.current_step = n
+        self.final = None
+        for key in [k for k in self._seq if k[1] == n]:
+            del self._seq[key]
+
+    def next_id(self, kind: str) -> str:
+        if self.current_step is None or self.run.run_id == "session":
+            return new_id(kind)
+        with self._lock:
+            key = (kind, self.current_step)
+            self._seq[key] = self._seq.get(key, 0) + 1
+            return f"{self.run.run_id}-s{self.current_step}{kind}{self._seq[key]}"
+
     def _new_call(self, prompt: str, model: str, batch_id: str | None = None,
                   index: int | None = None) -> SubCall:
         call = SubCall(
-            call_id=new_id("c"), model=model, depth=self.depth + 1, run_id=self.run.run_id,
+            call_id=self.next_id("c"), model=model, depth=self.depth + 1, run_id=self.run.run_id,
             step=self.current_step, batch_id=batch_id, batch_index=index,
             prompt=prompt if len(prompt) <= self.config.record_prompt_chars else None,
             prompt_preview=preview(prompt, 400), prompt_chars=len(prompt),
@@ -163,7 +183,7 @@ class Repl:
             return []
         self._check_budgets(len(texts))
         model = model or self.config.subcall_model
-        batch_id = new_id("b")
+        batch_id = self.next_id("b")
         calls = [self._new_call(t, model, batch_id, i) for i, t in enumerate(texts)]
         for call in calls:
             self.observer.subcall_started(self.run, call)

@@ -36,16 +36,18 @@ class CellEmitter(RunObserver):
 
     def __init__(self, send: Send, *, anchor: str | None, query_id: str,
                  status_of: Callable[[], dict[str, Any]], runs: dict[str, Run],
-                 on_step_done: Callable[[Run, Step], None] | None = None) -> None:
+                 on_step_done: Callable[[Run, Step], None] | None = None,
+                 io_barrier: Callable[[threading.Event], None] | None = None) -> None:
         self.send_now = send
         self.anchor = anchor
         self.query_id = query_id
         self.status_of = status_of
         self.runs = runs
         self.on_step_done = on_step_done
+        self.io_barrier = io_barrier
         self.last_id: str = query_id
         self.inserted: set[str] = set()
-        self._q: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._live = False
         self._thread: threading.Thread | None = None
@@ -76,7 +78,9 @@ class CellEmitter(RunObserver):
             if msg is None:
                 self._flush_rest()
                 return
-            if msg is not ...:
+            if isinstance(msg, threading.Event):
+                self._release(msg)
+            elif msg is not ...:
                 self._send(msg)
             now = time.monotonic()
             if self._live and now - last_status >= 0.25:
@@ -89,8 +93,24 @@ class CellEmitter(RunObserver):
                 msg = self._q.get_nowait()
             except queue.Empty:
                 return
-            if msg is not None:
+            if isinstance(msg, threading.Event):
+                self._release(msg)
+            elif msg is not None:
                 self._send(msg)
+
+    def _release(self, done: threading.Event) -> None:
+        if self.io_barrier is not None:
+            self.io_barrier(done)  # sets it once IOPub has handed everything before it to zmq
+        else:
+            done.set()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Block until every message queued so far is on its way to the front-ends."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._q.put(done)
+        done.wait(timeout)
 
     def _send(self, msg: dict[str, Any]) -> None:
         try:
@@ -127,6 +147,12 @@ class CellEmitter(RunObserver):
             self._insert(run, thought_cell(run, step, record=step.code is None), "thought")
         if step.code is not None:
             self._insert(run, step_cell(run, step), "step")
+
+    def step_started(self, run: Run, step: Step) -> None:
+        # The step's code may take the kernel down (os._exit, OOM): its proposal, already paid
+        # for, must be out of this process first.
+        if run.depth == 0:
+            self.flush()
 
     def step_finished(self, run: Run, step: Step) -> None:
         if run.depth:

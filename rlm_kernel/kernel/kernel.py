@@ -63,7 +63,7 @@ class RLMKernel(IPythonKernel):
                     if stripped.startswith("%%rlm"):
                         return await self._run_query(code, cell_id)
                     if m:
-                        return await self._drive(m.group(1), m.group(2), code)
+                        return await self._drive(m.group(1), m.group(2), code, cell_id)
                     assert hit is not None
                     return await self._rerun_step(*hit, code)
             except KeyboardInterrupt:
@@ -86,21 +86,24 @@ class RLMKernel(IPythonKernel):
             return self._fail(type(exc).__name__, str(exc))
         return self._finish(outcome)
 
-    async def _drive(self, action: str, rest: str, code: str) -> dict[str, Any]:
+    async def _drive(self, action: str, rest: str, code: str,
+                     cell_id: str | None = None) -> dict[str, Any]:
         try:
             args = shlex.split(rest)
         except ValueError as exc:
             return self._fail("UsageError", str(exc))
         try:
             if action in ("continue", "step"):
-                run_id = args[args.index("--run") + 1] if "--run" in args else None
-                outcome = await self.rlm.resume(run_id, step_mode=action == "step", source=code)
+                run_id = _opt(args, "--run")
+                outcome = await self.rlm.resume(run_id, step_mode=action == "step", source=code,
+                                                notebook=_opt(args, "--from"))
                 return self._finish(outcome)
             if len(args) != 1:
                 return self._fail("UsageError", f"usage: %rlm {action} PATH.ipynb")
             if action == "resume":
                 self._banner()
-            outcomes = await self.rlm.replay(args[0], live=action == "resume", source=code)
+            outcomes = await self.rlm.replay(args[0], live=action == "resume", source=code,
+                                             cell_id=cell_id)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
         reply = self.ok_reply(outcomes[-1].execution_count if outcomes else None)
@@ -157,3 +160,12 @@ def _warm_imports() -> None:
 
     with contextlib.suppress(Exception):
         import openai  # noqa: F401
+
+
+def _opt(args: list[str], name: str) -> str | None:
+    if name not in args:
+        return None
+    i = args.index(name)
+    if i + 1 >= len(args):
+        raise RLMError(f"{name} needs a value")
+    return args[i + 1]

@@ -25,6 +25,7 @@ from ..notebook import (
     MARKER_RE,
     marker,
     query_cell,
+    query_cell_ids,
     recorded_responses,
     run_cells,
     runs_from_notebook,
@@ -81,6 +82,7 @@ class RunManager:
         self.places: dict[str, _RunPlace] = {}
         self.prompts: dict[str, str] = {}
         self.context_sources: dict[str, str] = {}
+        self.recorded_anchors: dict[str, str] = {}  # run id -> its query cell id in a loaded file
         self.active: str | None = None
         self.controller: Controller | None = None
         self.cache_only = False
@@ -235,7 +237,8 @@ class RunManager:
             signal.signal(signal.SIGINT, old)
 
     def new_run(self, query: str, opts: dict[str, Any], *, source: str,
-                cell_id: str | None, base: RLMConfig | None = None) -> tuple[Run, Any]:
+                cell_id: str | None, base: RLMConfig | None = None,
+                run_id: str | None = None) -> tuple[Run, Any]:
         var = opts.get("context") or "context"
         ns = self.shell.user_ns
         context = ns.get(var)
@@ -250,12 +253,12 @@ class RunManager:
                                               "max_wall_time", "step_timeout", "concurrency")}
         cfg = (base or self.config).copy(**overrides)
         source_tag = self.context_sources.get(var, f"variable:{var}")
-        run = Run(run_id=new_id("r"), query=query, model=cfg.root_model,
+        run = Run(run_id=run_id or new_id("r"), query=query, model=cfg.root_model,
                   sub_model=cfg.subcall_model, context=ContextInfo.describe(context, source_tag),
                   settings=cfg.settings())
         emitter = CellEmitter(self.send, anchor=cell_id, query_id=cell_id or f"{run.run_id}-q",
                               status_of=lambda: self.status(run.run_id), runs=self.runs,
-                              on_step_done=self._step_done_display)
+                              on_step_done=self._step_done_display, io_barrier=self._io_barrier)
         self.runs[run.run_id] = run
         self.roots.append(run.run_id)
         self.places[run.run_id] = _RunPlace(cell_id, cell_id or f"{run.run_id}-q", source, cfg,
@@ -263,8 +266,10 @@ class RunManager:
         return run, context
 
     async def start(self, query: str, opts: dict[str, Any], *, source: str,
-                    cell_id: str | None, base: RLMConfig | None = None) -> RunOutcome:
-        run, context = self.new_run(query, opts, source=source, cell_id=cell_id, base=base)
+                    cell_id: str | None, base: RLMConfig | None = None,
+                    run_id: str | None = None) -> RunOutcome:
+        run, context = self.new_run(query, opts, source=source, cell_id=cell_id, base=base,
+                                    run_id=run_id)
         place = self.places[run.run_id]
         count = self._count_query(source)
         place.emitter.start()
@@ -274,7 +279,16 @@ class RunManager:
                                    source=source, kind="query", anchor=cell_id))
         return await self._drive(run, context, Controller(step_mode=bool(opts.get("step"))), count)
 
-    async def resume(self, run_id: str | None, *, step_mode: bool, source: str) -> RunOutcome:
+    async def resume(self, run_id: str | None, *, step_mode: bool, source: str,
+                     notebook: str | None = None) -> RunOutcome:
+        if notebook or (run_id not in self.runs if run_id else not self.roots):
+            # Nothing in memory (a restarted kernel): resume from the saved trajectory instead.
+            path = notebook or _session_notebook()
+            if path is None:
+                self.find(run_id)  # raises the clear "no run" message
+            assert path is not None
+            outcomes = await self.replay(path, live=True, source=source, only=run_id)
+            return outcomes[-1]
         run = self.find(run_id)
         count = self._count_query(source)
         if run.status == "running" and self.active == run.run_id:
@@ -283,15 +297,22 @@ class RunManager:
         context = self.places[run.run_id].contexts.get(run.run_id)
         return await self._drive(run, context, Controller(step_mode=step_mode), count)
 
-    async def replay(self, path: str, *, live: bool, source: str) -> list[RunOutcome]:
+    async def replay(self, path: str, *, live: bool, source: str, cell_id: str | None = None,
+                     only: str | None = None) -> list[RunOutcome]:
         """Re-run a trajectory's queries with its recorded responses.
 
         ``live=False`` (replay): every model call must come from the record; one that does not is
-        reported, never invented. ``live=True`` (resume): recorded calls are reused, so nothing
-        already paid for is paid again, and the run goes on live past the end of the record.
+        reported, never invented; its cells go below the replaying cell (``cell_id``).
+        ``live=True`` (resume): recorded calls are reused, so nothing already paid for is paid
+        again, and the run goes on live past the end of the record; it keeps its run id and its
+        query cell, so its cells are updated in place (ids are deterministic) and new ones follow.
         """
         runs = self.load_notebook(path, cache_only=not live)
-        roots = [r for r in runs.values() if r.depth == 0]
+        roots = [r for r in runs.values() if r.depth == 0 and only in (None, r.run_id)]
+        if not roots:
+            raise RLMError(f"{path} holds no run {only!r}" if only else f"{path} holds no root run")
+        if live:
+            roots = roots[-1:]  # resume the latest run; earlier ones are finished history
         outcomes: list[RunOutcome] = []
         replayable = set(RLMConfig.class_trait_names(config=True)) - {
             "api_key", "base_url", "concurrency", "requests_per_minute", "tokens_per_minute",
@@ -305,8 +326,10 @@ class RunManager:
                                            if k in replayable and v is not None})
                 opts = {"model": rec.model, "sub_model": rec.sub_model}
                 src = f"%%rlm\n{rec.query}"
-                outcomes.append(await self.start(rec.query, opts, source=src, cell_id=None,
-                                                 base=base))
+                anchor = self.recorded_anchors.get(rec.run_id) if live else cell_id
+                outcomes.append(await self.start(
+                    rec.query, opts, source=src, cell_id=anchor, base=base,
+                    run_id=rec.run_id if live else None))
         finally:
             self.cache_only = False
         return outcomes
@@ -371,6 +394,14 @@ class RunManager:
                      run.stop_reason or run.status)
         return RunOutcome(run, count, error)
 
+    def _io_barrier(self, done: Any) -> None:
+        """Set ``done`` once the IOPub thread has processed every send queued before this."""
+        thread = getattr(self.kernel, "iopub_thread", None)
+        if thread is None:
+            done.set()
+            return
+        thread.schedule(done.set)
+
     def _step_done_display(self, run: Run, step: Step) -> None:
         """Without a mirroring front-end the query cell itself shows each step."""
         if self.mirrors or run.depth:
@@ -396,7 +427,7 @@ class RunManager:
         repl = place.repl if place else None
         if repl is not None:
             self.shell.user_ns.update(repl.bound)
-            repl.current_step = step.n
+            repl.begin_step(step.n)
         body = MARKER_RE.sub("", code.lstrip(), count=1).lstrip("\n")
         self.executor.source_prefix = ""
         result = await self.executor.execute(code, timeout=None, label=f"rlm step {step.n}",
@@ -454,6 +485,7 @@ class RunManager:
 
         nb = nbformat.read(path, as_version=4)
         runs = runs_from_notebook(nb)
+        self.recorded_anchors.update(query_cell_ids(nb))
         if not runs:
             raise RLMError(f"{path} holds no RLM trajectory (no cells with metadata.rlm)")
         self.cache.seed(recorded_responses(runs))
@@ -522,3 +554,13 @@ def _root_of(run: Run, runs: dict[str, Run]) -> str | None:
         run, seen = parent, seen + 1
     return run.run_id
 
+
+def _session_notebook() -> str | None:
+    """The notebook this kernel serves, if the server said (jupyter_server sets JPY_SESSION_NAME)."""
+    name = os.environ.get("JPY_SESSION_NAME", "")
+    if not name.endswith(".ipynb"):
+        return None
+    for candidate in (name, os.path.basename(name)):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None

@@ -1,0 +1,359 @@
+"""``RunPanel``: the live progress panel that ``%%rlm`` shows in its query cell.
+
+Why a widget and not more output: kernel-to-front-end widget updates render live while the query
+cell is still executing (JUPYTER-NOTES), and a click on its Stop button reaches the kernel as a comm
+message that ipykernel >= 7.4 handles while the run awaits a model call. Printing progress instead
+would pile up outputs, and an ``update_display`` every quarter second would re-render the whole
+output in JupyterLab.
+
+Why a text fallback: nbclient, papermill, ``jupyter console`` and nbconvert without widget state
+render only ``text/plain``. The panel is displayed as one bundle holding both the widget view and a
+meaningful text line; front-ends pick what they can render. The kernel cannot know which it is
+talking to (nbclient sends no hint), so it always sends both, and the text line is refreshed once,
+at the end of the run, through the display id (``update_display_data``): cheap and never flickers.
+
+Threads: sub-call events arrive on the model client's loop thread and status ticks on the emitter's
+sender thread. Widget trait changes from any thread go out on IOPub, so :meth:`RunPanel.update` may
+be called from anywhere; it is throttled (a render at most every ``interval`` seconds, with a
+trailing render so the last counts are never lost) and only sends traits whose value changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..trajectory import Run
+
+__all__ = ["RunPanel", "BatchProgress", "panel_enabled", "status_line", "batches_of"]
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+MAX_BATCH_ROWS = 6  # the newest batches; a run with hundreds of steps must not grow the panel
+_FAILED = ("error", "cancelled")
+_DONE_STATES = {"final": "success", "paused": "warning", "stopped": "warning", "error": "danger"}
+
+
+def panel_enabled(config: Any = None) -> bool:
+    """Whether ``%%rlm`` should show a :class:`RunPanel`.
+
+    The kernel cannot tell whether its front-end renders widgets (JupyterLab and VS Code do;
+    nbclient and ``jupyter console`` do not, and neither says so), so this does not try: the panel
+    always travels as a bundle with a text fallback. It is off only when ipywidgets is missing, or
+    when the user turned it off (``RLM_PANEL=0`` in the environment, or a ``panel`` setting that is
+    false) -- e.g. to keep saved notebooks free of widget state.
+    """
+    if os.environ.get("RLM_PANEL", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if config is not None and getattr(config, "panel", True) is False:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """One ``llm_batch`` of a run as the panel shows it."""
+
+    batch_id: str
+    step: int | None
+    total: int
+    done: int
+    inflight: int
+    failed: int
+
+    @property
+    def text(self) -> str:
+        where = f"step {self.step} · " if self.step is not None else ""
+        return (f"{where}{self.done} done, {self.inflight} in flight, {self.failed} failed "
+                f"of {self.total}")
+
+
+def batches_of(run: Run) -> list[BatchProgress]:
+    """The run's ``llm_batch`` calls grouped by ``SubCall.batch_id``, oldest first.
+
+    ``run.subcalls`` is filled on the model client's thread while we read it here, so the snapshot
+    is retried if the dict changes size mid-copy (a plain ``list()`` of a dict being written to can
+    raise); a handful of retries always succeeds in practice because writes are a few per call.
+    """
+    calls: list[Any] = []
+    for _ in range(5):
+        try:
+            calls = list(run.subcalls.values())
+            break
+        except RuntimeError:
+            continue
+    groups: dict[str, list[Any]] = {}
+    for call in calls:
+        if call.batch_id is not None:
+            groups.setdefault(call.batch_id, []).append(call)
+    out = []
+    for bid, members in groups.items():  # dicts keep insertion order: the batches' start order
+        out.append(BatchProgress(
+            batch_id=bid, step=members[0].step, total=len(members),
+            done=sum(c.status == "ok" for c in members),
+            inflight=sum(c.status in ("inflight", "pending") for c in members),
+            failed=sum(c.status in _FAILED for c in members),
+        ))
+    return out
+
+
+def status_line(run_id: str, status: Mapping[str, Any], state: str | None = None) -> str:
+    """The one-line text form, e.g. ``RLM run r123: step 3/30 · sub-calls 12 done, 4 in flight,
+    0 failed · 5,432 tokens · $0.0000 · 4.2 s``; a state other than running is appended."""
+    sc = status.get("subcalls") or {}
+    line = (f"RLM run {run_id}: step {status.get('step', 0)}/{status.get('max_steps', 0)} · "
+            f"sub-calls {sc.get('done', 0)} done, {sc.get('inflight', 0)} in flight, "
+            f"{sc.get('failed', 0)} failed · {int(status.get('tokens', 0)):,} tokens · "
+            f"${float(status.get('cost_usd', 0.0)):.4f} · {float(status.get('elapsed_s', 0.0)):.1f} s")
+    state = state or str(status.get("state") or "")
+    if state and state != "running":
+        line += f" · {state}"
+    return line
+
+
+def _status_of_run(run: Run, max_steps: int) -> dict[str, Any]:
+    """A ``status_payload``-shaped dict from the record alone (before the first tick, at finish)."""
+    calls = list(run.subcalls.values())
+    return {
+        "state": run.status, "step": len([s for s in run.steps if s.status != "stale"]),
+        "max_steps": max_steps,
+        "subcalls": {"done": sum(c.status == "ok" for c in calls),
+                     "inflight": sum(c.status in ("inflight", "pending") for c in calls),
+                     "failed": sum(c.status in _FAILED for c in calls)},
+        "tokens": run.usage.total_tokens, "cost_usd": run.usage.cost_usd,
+        "elapsed_s": run.elapsed_s,
+    }
+
+
+class RunPanel:
+    """Progress of one run: step k of max, a bar per ``llm_batch``, tokens, cost, time, Stop.
+
+    ``stop`` is called (on the kernel's main thread, from the button's comm message) when the user
+    clicks Stop; the kernel wires it to ``RunManager.control("stop", run_id)``. ``interval`` is the
+    least time between two renders; ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, run: Run, max_steps: int, stop: Callable[[], None] | None = None, *,
+                 interval: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
+        import ipywidgets as w
+
+        self.run = run
+        self.max_steps = max_steps
+        self._stop_cb = stop
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._status: dict[str, Any] = _status_of_run(run, max_steps)
+        self._last_render = float("-inf")
+        self._timer: threading.Timer | None = None
+        self.stopping = False
+        self.finished = False
+        self.renders = 0  # how many times the widgets were refreshed (tests read it)
+        self._display_id: Any = None
+
+        self.title = w.HTML()
+        self.state = w.HTML()
+        self.steps = w.IntProgress(value=0, min=0, max=max(max_steps, 1), description="step",
+                                   bar_style="info", layout=w.Layout(width="260px"))
+        self.steps_text = w.Label()
+        self.meters = w.Label()
+        self.batch_box = w.VBox()
+        self.batches_more = w.Label(layout=w.Layout(display="none"))
+        self.answer = w.HTML(layout=w.Layout(display="none"))
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
+                                    tooltip="Stop this run: cancels in-flight model calls")
+        self.stop_button.on_click(self._on_stop_click)
+        self._batch_rows: dict[str, tuple[Any, Any, Any]] = {}
+        self.widget = w.VBox([
+            w.HBox([self.title, self.state, self.stop_button],
+                   layout=w.Layout(align_items="center", grid_gap="12px")),
+            w.HBox([self.steps, self.steps_text], layout=w.Layout(align_items="center")),
+            self.meters, self.batches_more, self.batch_box, self.answer,
+        ], layout=w.Layout(border="1px solid var(--jp-border-color2, #ccc)", padding="4px 8px"))
+        self._render()
+
+    # -- public API ----------------------------------------------------------------------------
+    def display(self) -> None:
+        """Show the panel in the current cell (the query cell) with a display id, so
+        :meth:`finish` can refresh its text fallback in place."""
+        from IPython.display import display
+
+        self._display_id = display(self, display_id=True)
+
+    def update(self, status: Mapping[str, Any]) -> None:
+        """Take a ``status_payload`` dict (or a whole ``status`` message); render when due.
+
+        Thread-safe and cheap: within ``interval`` of the last render the status is only stored
+        and one trailing render is scheduled, so bursts of sub-call events cost one refresh.
+        """
+        if status.get("type") == "status" and isinstance(status.get("status"), Mapping):
+            status = status["status"]
+        with self._lock:
+            if self.finished:
+                return
+            self._status = dict(status)
+            wait = self._last_render + self.interval - self._clock()
+            if wait <= 0:
+                self._render()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._trailing)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def finish(self, run: Run | None = None) -> None:
+        """The run ended (or paused): final counts, state and answer; Stop disabled; the text
+        fallback of the displayed bundle refreshed so nbclient and consoles keep the summary."""
+        run = run or self.run
+        with self._lock:
+            self.run = run
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            status = dict(self._status)
+            fresh = _status_of_run(run, self.max_steps)
+            # The last tick counts the whole run tree (children's tokens too): keep the larger.
+            for key in ("step", "tokens", "cost_usd", "elapsed_s"):
+                status[key] = max(status.get(key) or 0, fresh[key])
+            status["subcalls"] = {k: max((status.get("subcalls") or {}).get(k, 0), v)
+                                  for k, v in fresh["subcalls"].items()}
+            status["subcalls"]["inflight"] = 0
+            status["state"] = run.status
+            self._status = status
+            self.finished = True
+            self.stopping = False
+            self._render()
+            self.stop_button.disabled = True
+            self.stop_button.description = {"paused": "Paused", "stopped": "Stopped"}.get(
+                run.status, "Done")
+            if run.status == "paused":
+                self.stop_button.tooltip = "Paused: `%rlm continue` resumes, `%rlm stop` ends it"
+            self.answer.value = html.escape(self.answer_line(), quote=False)
+            self.answer.layout.display = "" if self.answer.value else "none"
+        if self._display_id is not None:
+            # A closed front-end must not fail the run's end.
+            with contextlib.suppress(Exception):
+                self._display_id.update(self)
+
+    def stop(self) -> None:
+        """What a click on Stop does: say 'stopping…' at once, then ask the kernel to stop."""
+        with self._lock:
+            if self.finished or self.stopping:
+                return
+            self.stopping = True
+            self.stop_button.disabled = True
+            self.stop_button.description = "Stopping…"
+            self.state.value = "<i>stopping…</i>"
+        if self._stop_cb is not None:
+            try:
+                self._stop_cb()
+            except Exception as exc:  # noqa: BLE001 - shown in the panel, never raised in a comm handler
+                self.state.value = f"<i>stop failed: {html.escape(str(exc))}</i>"
+
+    # -- text ----------------------------------------------------------------------------------
+    @property
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._status)
+
+    def text(self) -> str:
+        """The plain-text form: the status line, then the answer or reason once the run ended."""
+        with self._lock:
+            state = "stopping…" if self.stopping else None
+            line = status_line(self.run.run_id, self._status, state)
+            extra = self.answer_line() if self.finished else ""
+        return f"{line}\n{extra}" if extra else line
+
+    def answer_line(self) -> str:
+        run = self.run
+        if run.answer is not None:
+            return f"answer: {_clip(run.answer)}"
+        if run.stop_reason:
+            return f"{run.status}: {_clip(run.stop_reason)}"
+        return ""
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
+                          **kwargs: Any) -> dict[str, Any]:
+        """The widget view plus a meaningful ``text/plain`` (ipywidgets' own is the widget repr)."""
+        return {WIDGET_VIEW: {"version_major": 2, "version_minor": 0,
+                              "model_id": self.widget.model_id},
+                "text/plain": self.text()}
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    # -- rendering -----------------------------------------------------------------------------
+    def _on_stop_click(self, _button: Any) -> None:
+        self.stop()
+
+    def _trailing(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self.finished:
+                self._render()
+
+    def _render(self) -> None:
+        """Push the current status to the widgets; ipywidgets sends only traits that changed."""
+        st = self._status
+        self._last_render = self._clock()
+        self.renders += 1
+        state = str(st.get("state") or self.run.status)
+        self.title.value = f"<b>RLM run</b> <code>{html.escape(self.run.run_id)}</code>"
+        if not self.stopping:
+            self.state.value = f"<i>{html.escape(state)}</i>"
+        step, max_steps = int(st.get("step") or 0), int(st.get("max_steps") or self.max_steps or 1)
+        self.steps.max = max(max_steps, 1)
+        self.steps.value = min(step, self.steps.max)
+        self.steps.bar_style = _DONE_STATES.get(state, "info") if self.finished else "info"
+        self.steps_text.value = f"{step} of {max_steps}"
+        sc = st.get("subcalls") or {}
+        self.meters.value = (
+            f"sub-calls {sc.get('done', 0)} done, {sc.get('inflight', 0)} in flight, "
+            f"{sc.get('failed', 0)} failed · {int(st.get('tokens') or 0):,} tokens · "
+            f"${float(st.get('cost_usd') or 0.0):.4f} · {float(st.get('elapsed_s') or 0.0):.1f} s")
+        self._render_batches()
+
+    def _render_batches(self) -> None:
+        import ipywidgets as w
+
+        batches = batches_of(self.run)
+        first = max(len(batches) - MAX_BATCH_ROWS, 0)
+        shown = batches[first:]
+        keep = {b.batch_id for b in shown}
+        for bid in [b for b in self._batch_rows if b not in keep]:
+            # Rows that scrolled out are closed, so a long run holds at most MAX_BATCH_ROWS rows.
+            for widget in self._batch_rows.pop(bid):
+                widget.close()
+        for i, b in enumerate(shown, start=first + 1):
+            row = self._batch_rows.get(b.batch_id)
+            if row is None:
+                bar = w.IntProgress(min=0, max=max(b.total, 1), description=f"batch {i}",
+                                    layout=w.Layout(width="260px"))
+                label = w.Label()
+                row = (w.HBox([bar, label], layout=w.Layout(align_items="center")), bar, label)
+                self._batch_rows[b.batch_id] = row
+            _, bar, label = row
+            bar.max = max(b.total, 1)
+            bar.value = b.done + b.failed
+            bar.bar_style = "danger" if b.failed else "success" if b.done == b.total else "info"
+            label.value = b.text
+        children = tuple(self._batch_rows[b.batch_id][0] for b in shown)
+        if self.batch_box.children != children:
+            self.batch_box.children = children
+        hidden = len(batches) - len(shown)
+        self.batches_more.value = (f"… {hidden} earlier batch{'es' if hidden != 1 else ''}"
+                                   if hidden else "")
+        self.batches_more.layout.display = "" if hidden else "none"
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
