@@ -116,6 +116,9 @@ class HeadlessKernel:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"the cell did not finish within {timeout:g} s")
                 if not self.km.is_alive():
+                    # Drain what the kernel sent before it died: its last cells still count.
+                    while self._pump(msg_id, cell, wait=0.5) is not None:
+                        pass
                     self.flush(force=True)
                     raise KernelDied(
                         "the kernel died while running the cell (model code may have called "
@@ -145,13 +148,13 @@ class HeadlessKernel:
             return msg["content"]
         return None
 
-    def _pump(self, msg_id: str, cell: dict[str, Any]) -> bool:
-        """Handle one IOPub message; True once our cell's kernel went idle."""
+    def _pump(self, msg_id: str, cell: dict[str, Any], wait: float = 0.1) -> bool | None:
+        """Handle one IOPub message; True once our cell's kernel went idle, None if none came."""
         try:
-            msg = self.kc.get_iopub_msg(timeout=0.1)
+            msg = self.kc.get_iopub_msg(timeout=wait)
         except queue.Empty:
             self.flush()
-            return False
+            return None
         mtype, content = msg["msg_type"], msg["content"]
         if mtype in ("comm_msg", "comm_open") and content.get("comm_id") == self.comm_id:
             data = content.get("data") or {}

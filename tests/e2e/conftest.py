@@ -89,6 +89,17 @@ class KernelHarness:
         deadline = time.monotonic() + timeout
         while not (ran.reply and idle):
             assert time.monotonic() < deadline, f"cell did not finish in {timeout} s"
+            if not ran.reply and not self.km.is_alive():
+                ran.reply = {"status": "died"}
+                while True:  # what the kernel sent before it died still counts
+                    try:
+                        m = self.kc.get_iopub_msg(timeout=0.5)
+                    except queue.Empty:
+                        return ran
+                    data = m["content"].get("data") or {}
+                    if m["msg_type"] == "comm_msg" and data.get("v") == cells.PROTOCOL_VERSION:
+                        ran.comm.append(data)
+                        self.mirror.apply(data)
             try:
                 m = self.kc.get_iopub_msg(timeout=0.05)
             except queue.Empty:
