@@ -106,6 +106,16 @@ class RLMConfig(Configurable):
             _known_secrets.add(proposal["value"])
         return proposal["value"]
 
+    @validate("base_url")
+    def _check_base_url(self, proposal: dict[str, Any]) -> str:
+        url = proposal["value"].strip()
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"base_url {url!r} is not an http(s) URL; use e.g. http://localhost:8000/v1 "
+                "(vLLM), http://localhost:11434/v1 (Ollama) or https://api.openai.com/v1"
+            )
+        return url
+
     @validate("concurrency")
     def _check_concurrency(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:

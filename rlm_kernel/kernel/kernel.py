@@ -68,6 +68,11 @@ class RLMKernel(IPythonKernel):
                     return await self._rerun_step(*hit, code)
             except KeyboardInterrupt:
                 return self._fail("KeyboardInterrupt", "interrupted before the run started")
+            except Exception as exc:  # noqa: BLE001 - a cell must always get its reply
+                self.log.exception("rlm: internal error")
+                return self._fail(type(exc).__name__,
+                                  f"{exc} (an internal error of rlm-kernel; the kernel log has "
+                                  "the traceback, and a bug report is welcome)")
         return await super().do_execute(code, silent, store_history, user_expressions,
                                         allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
 

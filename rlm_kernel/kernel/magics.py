@@ -17,7 +17,7 @@ from IPython.display import Pretty, display
 from traitlets import TraitError
 
 from ..config import RLMConfig
-from ..errors import ModelCallError, ReplayMissError
+from ..errors import ModelCallError, ReplayMissError, RLMError
 from ..notebook import llm_cell_source
 from ..trajectory import ContextInfo, SubCall, new_id, preview, sha256_text
 from .options import OptionError, parse_line, parse_llm_cell
@@ -137,7 +137,7 @@ class RLMMagics(Magics):
                 raise UsageError(f"bad value for {key}: {exc}") from None
         try:
             self.manager.reconfigure(**changes)
-        except (TraitError, ValueError) as exc:
+        except (TraitError, ValueError, RLMError) as exc:
             raise UsageError(str(exc)) from None
         shown = cfg.describe()
         width = max(map(len, shown))

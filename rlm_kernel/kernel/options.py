@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _rlm_parser() -> _Parser:
-    p = _Parser(prog="%%rlm", add_help=False, exit_on_error=False)
+    p = _Parser(prog="%%rlm", add_help=False)
     p.add_argument("--model")
     p.add_argument("--sub-model", dest="sub_model")
     p.add_argument("--max-steps", dest="max_steps", type=int)
@@ -53,7 +53,7 @@ def parse_rlm_cell(code: str) -> tuple[dict[str, Any], str]:
 
 
 def parse_llm_cell(line: str) -> dict[str, Any]:
-    p = _Parser(prog="%%llm", add_help=False, exit_on_error=False)
+    p = _Parser(prog="%%llm", add_help=False)
     p.add_argument("--model")
     p.add_argument("--call")
     return vars(p.parse_args(_split(line)))

@@ -66,6 +66,7 @@ class _RunPlace:
     emitter: CellEmitter
     repl: Repl | None = None
     contexts: dict[str, Any] = field(default_factory=dict)
+    panel: Any = None  # the RunPanel in the cell that drives the run, if one is shown
 
 
 class RunManager:
@@ -248,6 +249,9 @@ class RunManager:
                 f"(e.g. `{var} = open('big.txt').read()` or `%rlm load big.txt`), or pass "
                 "--context NAME"
             )
+        if hasattr(context, "__len__") and len(context) == 0:
+            raise ConfigError(f"the context {var!r} is empty ({type(context).__name__} of length 0); "
+                              "give the run something to read")
         overrides = {k: opts.get(k) for k in ("model", "sub_model", "max_steps", "max_depth",
                                               "max_subcalls", "max_tokens", "max_cost",
                                               "max_wall_time", "step_timeout", "concurrency")}
@@ -257,7 +261,7 @@ class RunManager:
                   sub_model=cfg.subcall_model, context=ContextInfo.describe(context, source_tag),
                   settings=cfg.settings())
         emitter = CellEmitter(self.send, anchor=cell_id, query_id=cell_id or f"{run.run_id}-q",
-                              status_of=lambda: self.status(run.run_id), runs=self.runs,
+                              status_of=lambda: self._tick(run.run_id), runs=self.runs,
                               on_step_done=self._step_done_display, io_barrier=self._io_barrier)
         self.runs[run.run_id] = run
         self.roots.append(run.run_id)
@@ -363,6 +367,7 @@ class RunManager:
                         context=context, observer=place.emitter, controller=controller,
                         runs=self.runs, prompt_store=self.prompts)
         place.repl = engine.repl
+        place.panel = self._show_panel(run, cfg)
         self.executor.source_prefix = ""
         engine.executor = _MarkedExecutor(self.executor, run)  # type: ignore[assignment]
         task = self._task = asyncio.ensure_future(engine.arun())
@@ -383,6 +388,8 @@ class RunManager:
             self.active = None
             self.controller = None
             place.emitter.stop()
+            if place.panel is not None:
+                place.panel.finish(run)
             # Hand the namespace back to the human: session bindings, their own `context`.
             self.shell.user_ns.update({k: v for k, v in self.session_repl.bound.items()
                                        if k != "context"})
@@ -393,6 +400,33 @@ class RunManager:
             error = ("RLMRunStopped" if run.status == "stopped" else "RLMRunError",
                      run.stop_reason or run.status)
         return RunOutcome(run, count, error)
+
+    def _tick(self, run_id: str) -> dict[str, Any]:
+        """The emitter's throttled status message; the run's panel follows the same ticks."""
+        msg = self.status(run_id)
+        place = self.places.get(run_id)
+        if place is not None and place.panel is not None:
+            place.panel.update(msg["status"])
+        return msg
+
+    def _show_panel(self, run: Run, cfg: RLMConfig) -> Any:
+        """A live RunPanel (widget + text fallback) in the cell that drives the run.
+
+        Not when a mirroring front-end is connected: the JupyterLab extension's run bar shows the
+        same counters and controls, and a headless trajectory should not save a widget view.
+        """
+        from .panel import RunPanel, panel_enabled
+
+        if run.depth or self.mirrors or not panel_enabled(cfg):
+            return None
+        try:
+            panel = RunPanel(run, int(run.settings.get("max_steps", cfg.max_steps)),
+                             stop=lambda: self.control("stop", run.run_id))
+            panel.display()
+        except Exception as exc:  # noqa: BLE001 - the panel is a view; the run must go on
+            self.kernel.log.warning("rlm: no run panel: %s", exc)
+            return None
+        return panel
 
     def _io_barrier(self, done: Any) -> None:
         """Set ``done`` once the IOPub thread has processed every send queued before this."""

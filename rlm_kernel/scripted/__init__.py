@@ -43,3 +43,5 @@ __all__ = [
 ]
 
 ROOT_MODEL, SUB_MODEL = DEFAULT_MODELS
+
+from . import rlms_policy  # noqa: E402,F401 - registers the reference runtime's (rlms) convention
