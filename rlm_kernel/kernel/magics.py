@@ -123,6 +123,12 @@ class RLMMagics(Magics):
         for arg in args:
             key, sep, raw = arg.partition("=")
             key = key.strip().replace("-", "_")
+            if key == "api_key" and not sep:
+                # Prompted without echo: the key never has to be typed into a cell.
+                from getpass import getpass
+
+                changes["api_key"] = getpass("API key (not shown, not saved in the notebook): ")
+                continue
             if not sep:
                 raise UsageError(f"%rlm config takes key=value pairs, not {arg!r}")
             if key not in names:
@@ -139,6 +145,8 @@ class RLMMagics(Magics):
             self.manager.reconfigure(**changes)
         except (TraitError, ValueError, RLMError) as exc:
             raise UsageError(str(exc)) from None
+        if changes.get("api_key"):
+            _scrub_history(self.shell, changes["api_key"])
         shown = cfg.describe()
         width = max(map(len, shown))
         text = "\n".join(f"{k.ljust(width)} = {v!r}" for k, v in sorted(shown.items()))
@@ -204,3 +212,20 @@ def _find_call(runs: dict[str, Any], call_id: str | None) -> SubCall | None:
         if call_id in run.subcalls:
             return run.subcalls[call_id]
     return None
+
+
+def _scrub_history(shell: Any, secret: str) -> None:
+    """Take a key typed into ``%rlm config api_key=...`` out of IPython's history (In, _ih,
+    %history and the history database), so it is not saved or shown again."""
+    if len(secret) < 8:
+        return
+    hm = shell.history_manager
+    for hist in (hm.input_hist_parsed, hm.input_hist_raw):
+        for i, line in enumerate(hist):
+            if secret in line:
+                hist[i] = line.replace(secret, "***")
+    with hm.db_input_cache_lock:
+        hm.db_input_cache[:] = [
+            tuple(x.replace(secret, "***") if isinstance(x, str) else x for x in entry)
+            for entry in hm.db_input_cache
+        ]

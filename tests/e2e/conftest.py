@@ -47,12 +47,14 @@ class Ran:
 class KernelHarness:
     """A real ``rlm`` kernel; ``run`` executes one cell and collects its messages."""
 
-    def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None,
+                 log: Any = None) -> None:
         self.km = KernelManager(kernel_name="rlm")
         full = {k: v for k, v in os.environ.items()
                 if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL", "RLM_SUB_MODEL")}
         full.update(env or {})
-        self.km.start_kernel(env=full, cwd=cwd)
+        extra = {"stdout": log, "stderr": log} if log is not None else {}
+        self.km.start_kernel(env=full, cwd=cwd, **extra)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=90)
@@ -139,8 +141,9 @@ class KernelHarness:
 def kernel_factory() -> Iterator[Any]:
     made: list[KernelHarness] = []
 
-    def make(env: dict[str, str] | None = None, cwd: str | None = None) -> KernelHarness:
-        k = KernelHarness(env, cwd)
+    def make(env: dict[str, str] | None = None, cwd: str | None = None,
+             log: Any = None) -> KernelHarness:
+        k = KernelHarness(env, cwd, log)
         made.append(k)
         return k
 
