@@ -7,6 +7,7 @@ image that lost its browser cannot pass by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -71,6 +72,10 @@ def _isolated_env(home: Path) -> dict[str, str]:
     env["JUPYTERLAB_SETTINGS_DIR"] = str(home / "settings")
     env["JUPYTERLAB_WORKSPACES_DIR"] = str(home / "workspaces")
     env["JUPYTER_RUNTIME_DIR"] = str(home / "runtime")
+    # No "get notified about Jupyter news?" toast over the screenshots.
+    news = home / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if (LABEXTENSION / "package.json").exists():
         # First on JUPYTER_PATH wins, so the source tree's build beats an older installed copy.
@@ -81,9 +86,10 @@ def _isolated_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LabServer]:
-    """A JupyterLab server with a temp root dir; the app is exposed as ``window.jupyterapp``."""
+@contextlib.contextmanager
+def start_lab(env: dict[str, str] | None = None) -> Iterator[LabServer]:
+    """Start a JupyterLab server with a temp root dir (``env`` is added to its environment, and
+    so to its kernels'); the app is exposed as ``window.jupyterapp``."""
     require_chromium()
     home = Path(tempfile.mkdtemp(prefix="rlm-lab-"))
     root = home / "root"
@@ -100,9 +106,10 @@ def lab() -> Iterator[LabServer]:
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
+    full_env = _isolated_env(home)
+    full_env.update(env or {})
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root,
-                                env=_isolated_env(home))
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=full_env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -128,9 +135,17 @@ def lab() -> Iterator[LabServer]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture
-def page(lab: LabServer):
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabServer]:
+    """A JupyterLab server with a temp root dir; the app is exposed as ``window.jupyterapp``."""
+    with start_lab() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def browser_page():
     """A fresh headless Chromium page (1400x1000); console errors are kept on ``page.errors``."""
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -140,9 +155,18 @@ def page(lab: LabServer):
             pg = context.new_page()
             pg.errors = []  # type: ignore[attr-defined]
             pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
+            pg.console = []  # type: ignore[attr-defined]
+            pg.on("console", lambda m: pg.console.append(f"{m.type}: {m.text}"))  # type: ignore[attr-defined]
             yield pg
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(lab: LabServer):
+    """A fresh headless Chromium page for the ``lab`` server's tests."""
+    with browser_page() as pg:
+        yield pg
 
 
 def screenshot(pg, name: str) -> Path:

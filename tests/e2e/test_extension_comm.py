@@ -114,7 +114,9 @@ NB_JS = "window.jupyterapp.shell.currentWidget"
 
 def _open(pg, server, name: str) -> None:
     pg.goto(server.lab_url(name))
-    pg.wait_for_function(f"{NB_JS}?.context?.path === {json.dumps(name)}", timeout=30_000)
+    # `window.jupyterapp` exists only once the app has started.
+    pg.wait_for_function(f"window.jupyterapp?.shell.currentWidget?.context?.path === {json.dumps(name)}",
+                         timeout=30_000)
     pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30_000)
     pg.wait_for_function(f"{NB_JS}?.sessionContext?.session?.kernel?.status === 'idle'",
                          timeout=30_000)

@@ -3,16 +3,46 @@
  * an RLM run; this extension mirrors it as live cells below the query cell, with controls.
  */
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
-import { attachToPanel } from './panel';
+import type { ControlAction } from './protocol';
+import { attachToPanel, handles } from './panel';
+
+const COMMANDS: { id: string; label: string; action: ControlAction | 'run' }[] = [
+  { id: 'rlm:run', label: 'RLM: Run Query Cell', action: 'run' },
+  { id: 'rlm:pause', label: 'RLM: Pause Run', action: 'pause' },
+  { id: 'rlm:step', label: 'RLM: Step Run', action: 'step' },
+  { id: 'rlm:continue', label: 'RLM: Continue Run', action: 'continue' },
+  { id: 'rlm:stop', label: 'RLM: Stop Run', action: 'stop' }
+];
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'rlm-kernel-extension:plugin',
   description: 'Live RLM trajectory cells and run controls for notebooks.',
   autoStart: true,
   requires: [INotebookTracker],
-  activate: (_app: JupyterFrontEnd, tracker: INotebookTracker) => {
+  optional: [ICommandPalette],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, palette: ICommandPalette | null) => {
     tracker.widgetAdded.connect((_, panel) => attachToPanel(panel));
+    const current = () => (tracker.currentWidget ? handles.get(tracker.currentWidget) : undefined);
+    for (const c of COMMANDS) {
+      app.commands.addCommand(c.id, {
+        label: c.label,
+        isEnabled: () => !!current()?.connection.isRlm,
+        execute: () => {
+          const h = current();
+          if (!h) {
+            return;
+          }
+          if (c.action === 'run') {
+            h.connection.runQuery();
+          } else {
+            h.connection.control(c.action);
+          }
+        }
+      });
+      palette?.addItem({ command: c.id, category: 'RLM' });
+    }
   }
 };
 

@@ -1,8 +1,10 @@
 /**
  * Applies `insert` / `update` / `sync` to one notebook panel's model.
  *
- * Messages are queued and applied once per animation frame within a time budget, so a burst
- * (500 sub-calls) becomes a few batched model edits instead of 500 layouts. Cells are found by
+ * Sub-call messages and `sync` catch-ups are queued and applied once per animation frame within a
+ * time budget, so a burst (500 sub-calls) becomes a few batched model edits instead of 500
+ * layouts. A run's other messages (step cells, a step's end, the final answer) are sparse and are
+ * applied as they arrive (with anything queued before them, in order). Cells are found by
  * id, never by index: one kernel can back several panels, and a message whose anchor is not in
  * this panel is ignored.
  */
@@ -19,6 +21,8 @@ interface IUpsert {
   kind: string;
   after: string | null;
   anchor: string | null;
+  /** false: may wait for an animation frame (catch-up); otherwise decided by kind. */
+  urgent?: boolean;
 }
 
 interface IPatch {
@@ -31,6 +35,8 @@ type Op = IUpsert | IPatch;
 
 /** Max time per frame spent editing the model; the rest of the frame is left for paint. */
 const FRAME_BUDGET_MS = 30;
+
+
 
 export class CellMirror {
   /** Called after each frame with the ids of cells inserted or changed in it. */
@@ -67,7 +73,7 @@ export class CellMirror {
     let after = run.anchor;
     for (const cell of run.cells) {
       const kind = (cell.metadata?.rlm as { kind?: string } | undefined)?.kind ?? '';
-      this._push({ op: 'upsert', run: run.run, cell: { ...cell }, kind, after, anchor: run.anchor });
+      this._push({ op: 'upsert', run: run.run, cell: { ...cell }, kind, after, anchor: run.anchor, urgent: false });
       after = cell.id;
     }
   }
@@ -82,14 +88,34 @@ export class CellMirror {
   private _push(op: Op): void {
     if (op.op === 'upsert') {
       this._pendingUpserts.set(op.cell.id, op);
+      if (op.kind === 'llm') {
+        this._subcalls.add(op.cell.id);
+      }
     }
     this._queue.push(op);
+    // Sub-calls come in bursts (a batch of 500): they are applied once per animation frame, in
+    // batches. Everything else (a step's cells, its end, the final answer) is sparse and is
+    // applied at once, with whatever is queued before it, so a cell is current before anything
+    // that follows its message (e.g. the query cell's execution ending).
+    const burst = op.op === 'upsert' ? op.kind === 'llm' || op.urgent === false : this._subcalls.has(op.id);
+    if (!burst) {
+      if (this._frame) {
+        cancelAnimationFrame(this._frame);
+        this._frame = 0;
+      }
+      try {
+        this._flush(Infinity);
+      } catch (err) {
+        console.warn('rlm.cells: applying a message failed', err);
+      }
+      return;
+    }
     if (!this._frame) {
       this._frame = requestAnimationFrame(() => this._flush());
     }
   }
 
-  private _flush(): void {
+  private _flush(budget = FRAME_BUDGET_MS): void {
     this._frame = 0;
     const model = this._panel.model;
     if (!model) {
@@ -99,7 +125,7 @@ export class CellMirror {
     const shared = model.sharedModel;
     const ids = shared.cells.map(c => c.getId());
     const touched = new Set<string>();
-    while (this._queue.length && performance.now() - start < FRAME_BUDGET_MS) {
+    while (this._queue.length && performance.now() - start < budget) {
       const op = this._queue.shift()!;
       if (op.op === 'patch') {
         this._pendingPatches.delete(op.id);
@@ -184,6 +210,7 @@ export class CellMirror {
   private _panel: NotebookPanel;
   private _queue: Op[] = [];
   private _frame = 0;
+  private _subcalls = new Set<string>();
   private _pendingUpserts = new Map<string, IUpsert>();
   private _pendingPatches = new Map<string, IPatch>();
 }

@@ -12,6 +12,11 @@ export interface IRunState {
   /** performance.now() when `status` arrived, to tick elapsed time between messages. */
   statusAt: number;
   finish: IFinishMsg | null;
+  /**
+   * What the human asked for that the kernel has not confirmed yet: `pausing` (Pause acts at
+   * the next step boundary), `resuming` (a `%rlm continue` / `%rlm step` was sent), `stopping`.
+   */
+  pending: 'pausing' | 'resuming' | 'stopping' | null;
 }
 
 const ENDED = new Set(['final', 'stopped', 'error']);
@@ -32,6 +37,18 @@ export class RunStore {
     return !!r && !(r.finish && ENDED.has(r.finish.outcome));
   }
 
+  /** The active run is executing in the kernel (not paused, not ended). */
+  get live(): boolean {
+    const r = this._active;
+    return !!r && (!r.finish || r.pending === 'resuming');
+  }
+
+  /** The active run is paused: Continue / Step resume it with a `%rlm continue|step` execution. */
+  get paused(): boolean {
+    const r = this._active;
+    return !!r && r.finish?.outcome === 'paused' && r.pending !== 'resuming';
+  }
+
   all(): IterableIterator<IRunState> {
     return this._runs.values();
   }
@@ -43,7 +60,7 @@ export class RunStore {
   touch(run: string, anchor?: string | null): IRunState {
     let state = this._runs.get(run);
     if (!state) {
-      state = { run, anchor: anchor ?? null, status: null, statusAt: 0, finish: null };
+      state = { run, anchor: anchor ?? null, status: null, statusAt: 0, finish: null, pending: null };
       this._runs.set(run, state);
       this._active = state;
       this._changed.emit(state);
@@ -62,13 +79,26 @@ export class RunStore {
     if (state.finish?.outcome === 'paused' && status.state !== 'paused') {
       state.finish = null;
     }
+    if (state.pending === 'resuming' && status.state === 'running') {
+      state.pending = null;
+    }
     this._changed.emit(state);
   }
 
   setFinish(msg: IFinishMsg): void {
     const state = this.touch(msg.run);
     state.finish = msg;
+    state.pending = null;
     this._changed.emit(state);
+  }
+
+  /** Record a request the kernel has yet to act on (shown in the status line). */
+  setPending(run: string, pending: IRunState['pending']): void {
+    const state = this._runs.get(run);
+    if (state) {
+      state.pending = pending;
+      this._changed.emit(state);
+    }
   }
 
   sync(run: ISyncRun): void {
@@ -84,6 +114,8 @@ export class RunStore {
     } else if (typeof f === 'string' || f === true) {
       const s = typeof f === 'string' ? f : run.status?.state ?? 'final';
       state.finish = { v: 1, type: 'finish', run: run.run, outcome: s, answer: null, reason: null };
+    } else {
+      state.finish = null;
     }
     this._changed.emit(state);
   }

@@ -7,7 +7,14 @@ export function formatStatus(r: IRunState | null, now = performance.now()): stri
     return 'RLM: no run';
   }
   const s = r.status;
-  const state = r.finish ? r.finish.outcome : s?.state ?? 'starting';
+  let state = r.finish ? r.finish.outcome : s?.state ?? 'starting';
+  if (r.pending === 'pausing') {
+    state += ' (pausing at the next step)';
+  } else if (r.pending === 'resuming') {
+    state = 'resuming';
+  } else if (r.pending === 'stopping') {
+    state += ' (stopping)';
+  }
   const parts = [`RLM ${state}`];
   if (s) {
     // Tick elapsed locally between throttled status messages while the run is live.
@@ -38,12 +45,24 @@ export class StatusLine extends Widget {
 
   dispose(): void {
     window.clearInterval(this._timer);
+    window.clearTimeout(this._noteTimer);
     super.dispose();
+  }
+
+  /** Show a short message in place of the status for a few seconds. */
+  note(text: string, ms = 4000): void {
+    this._note = text;
+    window.clearTimeout(this._noteTimer);
+    this._noteTimer = window.setTimeout(() => {
+      this._note = '';
+      this._render();
+    }, ms);
+    this._render();
   }
 
   private _render(): void {
     const r = this._runs.active;
-    this.node.textContent = formatStatus(r);
+    this.node.textContent = this._note || formatStatus(r);
     this.node.dataset.state = r ? r.finish?.outcome ?? r.status?.state ?? 'starting' : 'none';
     const live = !!r && !r.finish && r.status?.state === 'running';
     if (live && !this._timer) {
@@ -56,4 +75,6 @@ export class StatusLine extends Widget {
 
   private _runs: RunStore;
   private _timer = 0;
+  private _note = '';
+  private _noteTimer = 0;
 }
