@@ -164,7 +164,8 @@ class Repl:
         call = self._new_call(text, model)
         self.observer.subcall_started(self.run, call)
         try:
-            result = self.client.complete(_messages(text), model=model, depth=self.depth + 1)
+            result = self.client.complete(_messages(text), model=model, depth=self.depth + 1,
+                                          key=call.cache_key)
         except (ModelCallError, ReplayMissError, RunStopped) as exc:
             self._finish(call, exc)
             raise
@@ -194,6 +195,7 @@ class Repl:
         try:
             results = self.client.loop.run(self.client.acomplete_many(
                 [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
+                keys=[c.cache_key for c in calls],
             ))
         except BaseException:
             for call in calls:

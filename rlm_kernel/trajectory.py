@@ -62,7 +62,9 @@ class Usage:
         self.cost_usd += other.cost_usd
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cached_tokens": self.cached_tokens, "requests": self.requests,
+                "cost_usd": self.cost_usd}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Usage:
@@ -158,7 +160,8 @@ class SubCall:
     edited: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Built directly (not dataclasses.asdict, which deep-copies): this runs twice per sub-call.
+        d = {f: getattr(self, f) for f in _SUBCALL_FIELDS}
         d["usage"] = self.usage.to_dict()
         return d
 
@@ -167,6 +170,9 @@ class SubCall:
         obj = _from_dict(cls, data)
         obj.usage = Usage.from_dict(data.get("usage"))
         return obj
+
+
+_SUBCALL_FIELDS = tuple(f.name for f in fields(SubCall) if f.name != "usage")
 
 
 @dataclass

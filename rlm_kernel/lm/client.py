@@ -389,12 +389,17 @@ class LMClient:
     # -- calls ---------------------------------------------------------------------------------
     async def acomplete(
         self, messages: list[dict[str, Any]], *, model: str, depth: int, root: bool = False,
+        key: str | None = None,
     ) -> Completion:
-        """One chat completion on the background loop (await it there, or use :meth:`complete`)."""
+        """One chat completion on the background loop (await it there, or use :meth:`complete`).
+
+        ``key``: the cache key when the caller already computed it (:meth:`key_for`), so a large
+        prompt is serialised and hashed once per call, not twice.
+        """
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
         params = self.params(root=root)
-        key = cache_key(model, messages, params)
+        key = key or cache_key(model, messages, params)
         if self.config.cache or self.cache_only:
             hit = self.cache.get(key)
             if hit is not None:
@@ -510,19 +515,21 @@ class LMClient:
         return redact(msg)
 
     def complete(self, messages: list[dict[str, Any]], *, model: str, depth: int,
-                 root: bool = False) -> Completion:
+                 root: bool = False, key: str | None = None) -> Completion:
         """Blocking form for synchronous code (a cell's ``llm()``); interrupt-aware."""
-        return self.loop.run(self.acomplete(messages, model=model, depth=depth, root=root))
+        return self.loop.run(self.acomplete(messages, model=model, depth=depth, root=root, key=key))
 
     async def acomplete_many(
         self, batch: list[list[dict[str, Any]]], *, model: str, depth: int,
         on_done: Callable[[int, Completion | BaseException], None] | None = None,
+        keys: list[str] | None = None,
     ) -> list[Completion | BaseException]:
         """All calls at once (the semaphore bounds them); one failure does not cancel the rest."""
 
         async def one(i: int, msgs: list[dict[str, Any]]) -> Completion | BaseException:
             try:
-                res: Completion | BaseException = await self.acomplete(msgs, model=model, depth=depth)
+                res: Completion | BaseException = await self.acomplete(
+                    msgs, model=model, depth=depth, key=keys[i] if keys else None)
             except (ModelCallError, ReplayMissError, RunStopped) as exc:
                 res = exc
             if on_done is not None:

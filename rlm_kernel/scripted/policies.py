@@ -252,7 +252,7 @@ def sub_answer(prompt: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------------
 # Code fragments shared by the built-in root policies
 
-_TEXT_OF_CONTEXT = """\
+TEXT_OF_CONTEXT = """\
 if isinstance(context, str):
     text = context
 elif isinstance(context, dict):
@@ -300,7 +300,7 @@ def _give_up(view: RootView, what: str) -> str:
 
 
 def _peek(view: RootView, prose: str) -> str:
-    code = _TEXT_OF_CONTEXT + textwrap.dedent("""\
+    code = TEXT_OF_CONTEXT + textwrap.dedent("""\
         lines = text.split("\\n")
         print("type:", type(context).__name__, "length:", len(text), "lines:", len(lines))
         print(text[:500])
@@ -361,7 +361,7 @@ def _needle_reply(view: RootView) -> str:
         size = (f"-(-max(len(text), 1) // {n})" if n else str(DEFAULT_CHUNK_CHARS))
         head = (f"Find the special magic {kind} for {key!r} in the text below. Answer with the "
                 "value only, or NONE if the text does not state it.\n<text>\n")
-        code = _TEXT_OF_CONTEXT + textwrap.dedent(f"""\
+        code = TEXT_OF_CONTEXT + textwrap.dedent(f"""\
             chunk_chars = {size}
             overlap = 200
             chunks = [text[s:s + chunk_chars + overlap] for s in range(0, max(len(text), 1), chunk_chars)]
@@ -382,7 +382,7 @@ def _needle_reply(view: RootView) -> str:
         return _peek(view, f"I look at the start of the context before searching for {key}.")
     if view.attempts('print("NEEDLE_MATCHES:"') >= MAX_ATTEMPTS:
         return _give_up(view, "regex search")
-    code = "import re\n" + _TEXT_OF_CONTEXT + textwrap.dedent(f"""\
+    code = "import re\n" + TEXT_OF_CONTEXT + textwrap.dedent(f"""\
         key = {key!r}
         pattern = r"special magic \\w+ for " + re.escape(key) + r" is:?\\s*([0-9A-Za-z][0-9A-Za-z-]*)"
         matches = re.findall(pattern, text)
@@ -479,7 +479,7 @@ def _count_reply(view: RootView) -> str:
     mode = "word" if whole_word else "exact text"
     head = (f"Count the lines of the text below that contain the {mode} {term!r} "
             "(case-sensitive). Answer with a number only.\n<text>\n")
-    code = "import re\n" + _TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
+    code = "import re\n" + TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
         lines = text.split("\\n")
         n_chunks = {n_expr}
         bounds = [i * len(lines) // n_chunks for i in range(n_chunks + 1)]
@@ -527,7 +527,7 @@ def _recurse_reply(view: RootView) -> str:
     if view.attempts('print("COUNT_TOTAL:"') >= MAX_ATTEMPTS:
         return _give_up(view, "recursive count")
     child_query = strip_directives(view.query, only="strategy")
-    code = "import re\n" + _TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
+    code = "import re\n" + TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
         lines = text.split("\\n")
         half = len(lines) // 2
         halves = ["\\n".join(lines[:half]), "\\n".join(lines[half:])]

@@ -20,6 +20,7 @@ import textwrap
 from .policies import (
     MAX_ATTEMPTS,
     ROOT_FALLBACK_ANSWER,
+    TEXT_OF_CONTEXT,
     RootView,
     parse_count_query,
     parse_directives,
@@ -32,16 +33,6 @@ __all__ = ["is_rlms_conversation", "rlms_query", "rlms_outputs", "NAME"]
 NAME = "rlms_count"
 DEFAULT_CHUNK_CHARS = 20_000
 
-_TEXT_OF_CONTEXT = """\
-if isinstance(context, str):
-    text = context
-elif isinstance(context, dict):
-    text = "\\n".join(f"{k}: {v}" for k, v in context.items())
-elif isinstance(context, (list, tuple)):
-    text = "\\n".join(map(str, context))
-else:
-    text = str(context)
-"""
 _ASK_RE = re.compile(r"\AAnswer the following: (.*?)(?:\n\nYour context is |\Z)", re.S)
 
 
@@ -91,7 +82,7 @@ def _reply(view: RootView) -> str:
     term, whole_word = counted
     outputs = rlms_outputs(view)
     if not outputs:
-        code = _TEXT_OF_CONTEXT + textwrap.dedent("""\
+        code = TEXT_OF_CONTEXT + textwrap.dedent("""\
             lines = text.split("\\n")
             print("type:", type(context).__name__, "length:", len(text), "lines:", len(lines))
             print(text[:500])
@@ -107,7 +98,7 @@ def _reply(view: RootView) -> str:
     mode = "word" if whole_word else "exact text"
     head = (f"Count the lines of the text below that contain the {mode} {term!r} "
             "(case-sensitive). Answer with a number only.\n<text>\n")
-    code = "import re\n" + _TEXT_OF_CONTEXT + textwrap.dedent(f"""\
+    code = "import re\n" + TEXT_OF_CONTEXT + textwrap.dedent(f"""\
         lines = text.split("\\n")
         n_chunks = {n_expr}
         bounds = [i * len(lines) // n_chunks for i in range(n_chunks + 1)]
