@@ -15,6 +15,7 @@ base=()
 "$B" bench/subcalls.py --n 64 256 1000 --c 8 32 64 --latency 0.1 0.25 "${base[@]}"
 "$B" bench/side_by_side.py --n 256 --latency 0.25 --ours-c 64
 "$B" bench/overhead.py
+"$B" bench/step_slope.py
 if [ -n "${BENCH_QUICK:-}" ]; then
   "$B" bench/scale.py --tokens 1e6 1e7
 else
