@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         srv.stop()
     one, many = min(timings[1]), min(timings[args.steps])
     slope = (many - one) / (args.steps - 1)
-    figure(f"run of 1 step: {one * 1000:.1f} ms; of {args.steps} steps: {many * 1000:.1f} ms")
-    figure(f"marginal root step: {slope * 1000:.1f} ms (model request, run_cell, capture, cells)")
-    figure(f"plain cell round trip in the same kernel: {plain * 1000:.1f} ms; goal for a step: "
+    figure(f"slope run of 1 step: {one * 1000:.1f} ms; of {args.steps} steps: {many * 1000:.1f} ms")
+    figure(f"slope marginal root step: {slope * 1000:.1f} ms (model request, run_cell, capture, cells)")
+    figure(f"slope plain cell round trip in the same kernel: {plain * 1000:.1f} ms; goal for a step: "
            f"<= 1.2 x that + 5 ms = {(1.2 * plain + 0.005) * 1000:.1f} ms -> "
            f"{'met' if slope <= 1.2 * plain + 0.005 else 'not met'}")
     save("step_slope", {"one_step_s": one, "many_steps_s": many, "steps": args.steps,

@@ -61,3 +61,12 @@ def test_scale_and_overhead(capsys, tmp_path, monkeypatch) -> None:
     _figures(text, "scale")
     _figures(text, "overhead")
     _figures(text, "prefix")
+
+
+def test_step_slope(capsys, tmp_path, monkeypatch) -> None:
+    import step_slope
+
+    monkeypatch.setattr(step_slope, "save", lambda name, data: None)
+    assert step_slope.main(["--repeat", "1", "--steps", "3"]) == 0
+    lines = _figures(capsys.readouterr().out, "slope")
+    assert any("marginal root step" in ln for ln in lines)
