@@ -23,8 +23,13 @@ def new_id(prefix: str = "") -> str:
     return prefix + uuid.uuid4().hex[:10]
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+def sha256_text(text: str, piece: int = 1 << 20) -> str:
+    """sha256 of the UTF-8 text, encoded a megabyte at a time: a 400 MB context must not be
+    copied whole (as bytes) just to be fingerprinted. Same digest as hashing it in one go."""
+    digest = hashlib.sha256()
+    for start in range(0, len(text), piece):
+        digest.update(text[start:start + piece].encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:

@@ -301,8 +301,8 @@ def _give_up(view: RootView, what: str) -> str:
 
 def _peek(view: RootView, prose: str) -> str:
     code = TEXT_OF_CONTEXT + textwrap.dedent("""\
-        lines = text.split("\\n")
-        print("type:", type(context).__name__, "length:", len(text), "lines:", len(lines))
+        n_lines = text.count("\\n") + 1  # counted, not split: no copy of a huge context
+        print("type:", type(context).__name__, "length:", len(text), "lines:", n_lines)
         print(text[:500])
         """)
     return _repl(prose, code)
@@ -480,11 +480,16 @@ def _count_reply(view: RootView) -> str:
     head = (f"Count the lines of the text below that contain the {mode} {term!r} "
             "(case-sensitive). Answer with a number only.\n<text>\n")
     code = "import re\n" + TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
-        lines = text.split("\\n")
         n_chunks = {n_expr}
-        bounds = [i * len(lines) // n_chunks for i in range(n_chunks + 1)]
-        chunks = ["\\n".join(lines[bounds[i]:bounds[i + 1]]) for i in range(n_chunks)]
-        prompts = [{head!r} + c + "\\n</text>" for c in chunks]
+        # Cut at line ends near equal character offsets; each prompt is built straight from its
+        # slice, so the context plus the prompts is all this step keeps in memory.
+        cuts = [0]
+        for i in range(1, n_chunks):
+            j = text.find("\\n", max(cuts[-1], i * len(text) // n_chunks))
+            cuts.append(len(text) if j < 0 else j + 1)
+        cuts.append(len(text))
+        prompts = [{head!r} + text[a:b].rstrip("\\n") + "\\n</text>"
+                   for a, b in zip(cuts, cuts[1:])]
         answers = llm_batch(prompts)
         total = sum(number_of(a) for a in answers)
         answer = str(total)
