@@ -70,6 +70,9 @@ class RLMConfig(Configurable):
     tokens_per_minute = Integer(0, help="Rate limit on estimated prompt tokens (0: none).").tag(config=True)
     max_retries = Integer(4, help="The openai client's retries (backoff) on 429/5xx/timeouts.").tag(config=True)
     call_timeout = Float(120.0, help="Seconds per model request attempt.").tag(config=True)
+    fast_transport = Bool(
+        True, help="HTTP/1.1 keep-alive transport tuned for many parallel calls; False: httpx2's own."
+    ).tag(config=True)
     temperature = Float(-1.0, help="Sampling temperature (negative: the provider's default).").tag(config=True)
     root_max_tokens = Integer(0, help="max_tokens for root replies (0: provider default).").tag(config=True)
 

@@ -2,7 +2,8 @@
 
 The engine and the REPL call these; the kernel's implementation turns them into ``rlm.cells``
 messages, the library's default does nothing (the :class:`~rlm_kernel.trajectory.Run` record already
-holds everything). Sub-call hooks may be called from the model client's loop thread.
+holds everything). Sub-call hooks may be called from the model client's loop thread, and for a
+batch ``subcall_finished`` of a fast call may come before its ``subcall_started``.
 """
 
 from __future__ import annotations

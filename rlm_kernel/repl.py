@@ -186,18 +186,22 @@ class Repl:
         model = model or self.config.subcall_model
         batch_id = self.next_id("b")
         calls = [self._new_call(t, model, batch_id, i) for i, t in enumerate(texts)]
-        for call in calls:
-            self.observer.subcall_started(self.run, call)
 
         def done(i: int, result: Completion | BaseException) -> None:
             self._finish(calls[i], result)
 
+        # Requests leave first; the cells are announced while they are in flight (a call may
+        # even finish before its cell is announced: observers must take either order).
+        fut = self.client.loop.submit(self.client.acomplete_many(
+            [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
+            keys=[c.cache_key for c in calls],
+        ))
         try:
-            results = self.client.loop.run(self.client.acomplete_many(
-                [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
-                keys=[c.cache_key for c in calls],
-            ))
+            for call in calls:
+                self.observer.subcall_started(self.run, call)
+            results = self.client.loop.wait(fut)
         except BaseException:
+            fut.cancel()
             for call in calls:
                 if call.status == "inflight":
                     self._finish(call, RunStopped("interrupted"))

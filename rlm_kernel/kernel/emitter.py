@@ -18,7 +18,6 @@ from ..notebook import (
     child_run_cells,
     final_cell,
     llm_cell,
-    llm_outputs,
     query_cell,
     step_cell,
     thought_cell,
@@ -49,6 +48,7 @@ class CellEmitter(RunObserver):
         self.inserted: set[str] = set()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._calls_lock = threading.Lock()  # a call's cell: snapshot and enqueue as one
         self._live = False
         self._thread: threading.Thread | None = None
         self.sent = 0
@@ -168,14 +168,22 @@ class CellEmitter(RunObserver):
             self.on_step_done(run, step)
 
     def subcall_started(self, run: Run, call: SubCall) -> None:
-        if run.depth == 0:
-            self._insert(run, llm_cell(run, call), "llm")
+        if run.depth:
+            return
+        with self._calls_lock:
+            if call.call_id not in self.inserted:  # else it finished first and is in already
+                self._insert(run, llm_cell(run, call), "llm")
 
     def subcall_finished(self, run: Run, call: SubCall) -> None:
-        if run.depth == 0:
+        if run.depth:
+            return
+        with self._calls_lock:
             cell = llm_cell(run, call)
-            self.emit(cells.update_msg(run.run_id, call.call_id, outputs=llm_outputs(call),
-                                       metadata=cell["metadata"]))
+            if call.call_id not in self.inserted:
+                self._insert(run, cell, "llm")  # finished before it was announced
+            else:
+                self.emit(cells.update_msg(run.run_id, call.call_id, outputs=cell["outputs"],
+                                           metadata=cell["metadata"]))
 
     def run_finished(self, run: Run) -> None:
         if run.depth:

@@ -343,7 +343,7 @@ class LMClient:
         # every idle connection (a socket probe each) whenever a request enters or leaves it, so
         # its CPU per request grows with the pool size. Each call takes the least-busy pool;
         # with at most `concurrency` calls in flight, no pool ever needs more than `size`.
-        fast = transport is None and _fast_transport_ok()
+        fast = transport is None and cfg.fast_transport and _fast_transport_ok()
         n_pools = 1 if transport is not None or fast else -(-cfg.concurrency // _CONNECTIONS_PER_POOL)
         size = -(-cfg.concurrency // n_pools) + 2
         limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)

@@ -43,7 +43,10 @@ class BackgroundLoop:
         """Run ``coro`` on the loop and wait; Ctrl-C / kernel interrupt cancels it promptly."""
         if self.in_loop_thread:
             raise RuntimeError("BackgroundLoop.run() called from its own loop thread (would deadlock)")
-        fut = self.submit(coro)
+        return self.wait(self.submit(coro), poll)
+
+    def wait(self, fut: concurrent.futures.Future[T], poll: float = 0.1) -> T:
+        """Wait for work already submitted; Ctrl-C / kernel interrupt cancels it promptly."""
         try:
             while True:
                 try:
