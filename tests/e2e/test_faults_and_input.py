@@ -3,9 +3,7 @@ clear stop when the provider stays down, and a clear message for every bad input
 
 from __future__ import annotations
 
-import pytest
-
-from rlm_kernel.scripted import FaultPlan, ScriptedModel, ScriptedServer
+from rlm_kernel.scripted import FaultPlan, ScriptedServer
 
 QUERY = "How many log lines have level ERROR? [chunks=12]"
 
@@ -15,30 +13,16 @@ def _env(srv: ScriptedServer) -> dict[str, str]:
             "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
 
 
-@pytest.fixture
-def server_factory():
-    made = []
-
-    def make(faults: FaultPlan) -> ScriptedServer:
-        srv = ScriptedServer(ScriptedModel(faults=faults), host="127.0.0.1", port=0)
-        srv.start()
-        made.append(srv)
-        return srv
-
-    yield make
-    for srv in made:
-        srv.stop()
-
-
 def _load(k, tmp_path, text: str) -> None:
     p = tmp_path / "log.txt"
     p.write_text(text)
     assert k.run(f"%rlm load {p}").reply["status"] == "ok"
 
 
-def test_thirty_percent_faults_still_give_the_exact_answer(kernel_factory, server_factory,
+def test_thirty_percent_faults_still_give_the_exact_answer(kernel_factory, scripted_server,
                                                           tmp_path, log_context) -> None:
-    srv = server_factory(FaultPlan(rate=0.3, kinds=(429, 500, 503, "timeout"), hang_s=3.0, seed=5))
+    srv = scripted_server(faults=FaultPlan(rate=0.3, kinds=(429, 500, 503, "timeout"), hang_s=3.0,
+                                           seed=5))
     k = kernel_factory(_env(srv))
     k.open_comm()
     _load(k, tmp_path, log_context.text)
@@ -54,9 +38,9 @@ def test_thirty_percent_faults_still_give_the_exact_answer(kernel_factory, serve
     assert "HTTP attempts" in ran.outputs_text  # retried attempts are counted apart from usage
 
 
-def test_a_provider_that_stays_down_stops_the_run_clearly(kernel_factory, server_factory,
+def test_a_provider_that_stays_down_stops_the_run_clearly(kernel_factory, scripted_server,
                                                           tmp_path, log_context) -> None:
-    srv = server_factory(FaultPlan(rate=1.0, kinds=(503,), seed=1))
+    srv = scripted_server(faults=FaultPlan(rate=1.0, kinds=(503,), seed=1))
     k = kernel_factory(_env(srv))
     k.open_comm()
     _load(k, tmp_path, log_context.text)
@@ -105,8 +89,8 @@ def test_context_types_and_bad_input_get_clear_messages(kernel_factory) -> None:
     assert ran.reply["status"] == "error" and "invalid int value: 'many'" in ran.reply["evalue"]
 
 
-def test_unknown_model_and_unreachable_endpoint(kernel_factory, server_factory) -> None:
-    srv = server_factory(FaultPlan())
+def test_unknown_model_and_unreachable_endpoint(kernel_factory, scripted_server) -> None:
+    srv = scripted_server()
     k = kernel_factory(_env(srv))
     k.run("context = 'some text'")
     ran = k.run("%%rlm --model gpt-imaginary-9\nanything?")
