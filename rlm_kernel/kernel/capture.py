@@ -176,6 +176,10 @@ class ShellExecutor:
         started = time.perf_counter()
         interrupted = False
         res = None
+        if not passthrough:
+            # Model code calling exit()/quit() must not shut the kernel down (a human may):
+            # IPython's exit() sets keepkernel itself, so the request is refused at ask_exit.
+            shell.ask_exit = _refuse_exit
         if self.on_blocking:
             self.on_blocking(True)
         try:
@@ -196,6 +200,13 @@ class ShellExecutor:
         finally:
             if self.on_blocking:
                 self.on_blocking(False)
+            if not passthrough:
+                with contextlib.suppress(AttributeError):
+                    del shell.ask_exit  # back to the class's method
+                # Payloads a step leaves (ask_exit, set_next_input) belong to no cell of the
+                # human's: unread they would ride on the next human cell's reply.
+                with contextlib.suppress(Exception):
+                    shell.payload_manager.clear_payload()
         result = ExecResult(outputs=recorder.outputs(), execution_count=count,
                             duration_s=time.perf_counter() - started)
         err = None if res is None else (res.error_before_exec or res.error_in_exec)
@@ -207,3 +218,8 @@ class ShellExecutor:
             result.interrupted = True
             result.error = result.error or "KeyboardInterrupt: interrupted"
         return result
+
+
+def _refuse_exit() -> None:
+    print("exit()/quit() ignored: a step cannot end the kernel; finish the run with FINAL(...)",
+          file=sys.stderr)

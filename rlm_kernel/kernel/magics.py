@@ -16,6 +16,7 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
 from IPython.display import Pretty, display
 from traitlets import TraitError
 
+from .. import cells
 from ..config import RLMConfig
 from ..errors import ModelCallError, ReplayMissError, RLMError
 from ..notebook import llm_cell_source
@@ -178,6 +179,9 @@ class RLMMagics(Magics):
         paused = [mgr.runs[r] for r in mgr.roots if mgr.runs[r].status == "paused"]
         for run in paused:
             run.status, run.stop_reason = "stopped", "stopped by the user (%rlm stop)"
+            place = mgr.places.get(run.run_id)
+            mgr.send(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason,
+                                      place.anchor if place else None))
         display(Pretty(f"stopped {len(paused)} paused run(s)" if paused else "no paused run to stop"))
 
     def _sub_export(self, args: list[str]) -> None:

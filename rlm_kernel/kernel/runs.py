@@ -137,7 +137,10 @@ class RunManager:
         self._handle(open_msg.get("content", {}).get("data") or {}, comm)
 
     def _on_comm_msg(self, msg: dict[str, Any]) -> None:
-        self._handle(msg.get("content", {}).get("data") or {}, None)
+        content = msg.get("content", {})
+        known = [*self.frontend_comms, *([self._kernel_comm] if self._kernel_comm else [])]
+        origin = next((c for c in known if c.comm_id == content.get("comm_id")), None)
+        self._handle(content.get("data") or {}, origin)
 
     def _handle(self, data: dict[str, Any], reply_comm: Any) -> None:
         try:
@@ -147,9 +150,9 @@ class RunManager:
             return
         if data["type"] == "hello":
             self.mirrors = self.mirrors or bool(data.get("mirrors"))
-            target = reply_comm or self._comm_targets()[0] if self._comm_targets() else None
-            if target is not None:
-                target.send(self.sync_message())
+            # Answer on the comm the hello came by: other comms may belong to closed pages.
+            target = reply_comm or self._comm_targets()[0]
+            self._send_on(target, self.sync_message())
         elif data["type"] == "control":
             self.control(data.get("action", ""), data.get("run"))
 
@@ -166,7 +169,18 @@ class RunManager:
 
     def send(self, msg: dict[str, Any]) -> None:
         for comm in list(self._comm_targets()):
+            self._send_on(comm, msg)
+
+    def _send_on(self, comm: Any, msg: dict[str, Any]) -> None:
+        """Send, dropping a comm a front-end has closed (a console without our target closes the
+        kernel's comm at once) so the next message goes on a live one."""
+        try:
             comm.send(msg)
+        except Exception:  # noqa: BLE001 - a closed or broken comm must not stop the run
+            if comm in self.frontend_comms:
+                self.frontend_comms.remove(comm)
+            elif comm is self._kernel_comm:
+                self._kernel_comm = None
 
     def sync_message(self) -> dict[str, Any]:
         out = []
@@ -185,7 +199,6 @@ class RunManager:
         if self.controller is not None and self.active and run_id in (None, self.active):
             self.controller.request(action)
             if action == "stop":
-                self.client.stop()
                 for c in self._clients.values():
                     c.stop()
 

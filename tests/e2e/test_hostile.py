@@ -100,6 +100,11 @@ def test_hostile_reply(case, server, kernel, tmp_path) -> None:
     records = [c.metadata["rlm"] for c in last if c.metadata["rlm"]["kind"] in ("step", "thought")
                and "record" in c.metadata["rlm"]]
     assert records and all(r["record"]["reply"] is not None for r in records)
+    if case["name"].startswith("exit()"):
+        import time
+
+        time.sleep(1.0)  # ipykernel stops its loop 0.1 s after an exit: it must not have
+        assert k.km.is_alive() and k.run("print(1)").reply["status"] == "ok"
     if "max_notebook_bytes" in expect:
         assert os.path.getsize(out) < expect["max_notebook_bytes"]
     k.run("%rlm config max_steps=30")
