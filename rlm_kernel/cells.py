@@ -12,7 +12,14 @@ Kernel -> front-end
                 run, or ``anchor``, the query cell). ``anchor`` is the query cell's id as the
                 front-end knows it (JupyterLab's ``cellId``), or ``None`` for clients that sent none.
     ``update``  {run, id, patch}: replace the named fields of that cell (``outputs``,
-                ``execution_count``, ``metadata``, ``source``).
+                ``execution_count``, ``source``; ``metadata`` keys are merged, so a front-end's own
+                keys such as ``jupyter.source_hidden`` survive). A run's first message is an
+                ``update`` of its query cell (``id`` = the front-end's cell id, or ``<run>-q``
+                when it sent none) with ``kind: "query"`` and the run's header in its metadata; a
+                client that has no such cell (the headless runner) creates it from that.
+    Ids are deterministic (``<run>-t<n>``, ``<run>-s<n>``, ``<run>-s<n>c<k>``, ...), so a replayed
+    or resumed run, or a re-run step, addresses the same cells: an ``insert`` whose id already
+    exists in the notebook updates that cell in place.
     ``status``  {run, anchor, status}: live counters (see :func:`status_payload`); throttled.
     ``finish``  {run, anchor, outcome, answer, reason}: the run ended; ``outcome`` is final |
                 stopped | error | paused. (Not ``state``: nbclient takes any top-level ``state``
