@@ -152,8 +152,8 @@ def _headless(args: argparse.Namespace, cells: list[str], output: str | None,
     from .headless import HeadlessKernel, KernelDied, error_text
 
     env = _kernel_env(args)
-    cfg = RLMConfig(**{k.lower(): v for k, v in {"base_url": env.get("OPENAI_BASE_URL")}.items()
-                       if v})
+    # The kernel sees this environment (OPENAI_API_KEY) plus --base-url: scripted if neither.
+    cfg = RLMConfig(base_url=env["OPENAI_BASE_URL"]) if env.get("OPENAI_BASE_URL") else RLMConfig()
     if cfg.scripted and banner:
         print(SCRIPTED_BANNER, file=sys.stderr)
     try:

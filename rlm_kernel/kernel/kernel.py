@@ -131,11 +131,10 @@ class RLMKernel(IPythonKernel):
 
     def _finish(self, outcome: RunOutcome) -> dict[str, Any]:
         run = outcome.run
-        tree = [r for r in self.rlm.runs.values() if r.run_id == run.run_id or r.parent]
-        tokens = sum(r.usage.total_tokens for r in tree)
-        calls = sum(len(r.subcalls) for r in tree)
-        line = (f"run {run.run_id} · {len([s for s in run.steps if s.status != 'stale'])} steps · "
-                f"{calls} sub-calls · {tokens:,} tokens · {run.elapsed_s:.2f}s")
+        st = self.rlm.status(run.run_id)["status"]  # the run tree's counters, as front-ends see them
+        calls = sum(st["subcalls"].values())
+        line = (f"run {run.run_id} · {st['step']} steps · {calls} sub-calls · "
+                f"{st['tokens']:,} tokens · {run.elapsed_s:.2f}s")
         if run.status == "paused":
             display(Pretty(f"[paused] {run.stop_reason}"))
         else:

@@ -381,7 +381,6 @@ class RunManager:
                         runs=self.runs, prompt_store=self.prompts)
         place.repl = engine.repl
         place.panel = self._show_panel(run, cfg)
-        self.executor.source_prefix = ""
         engine.executor = _MarkedExecutor(self.executor, run)  # type: ignore[assignment]
         task = self._task = asyncio.ensure_future(engine.arun())
 
@@ -403,9 +402,7 @@ class RunManager:
             place.emitter.stop()
             if place.panel is not None:
                 place.panel.finish(run)
-            # Hand the namespace back to the human: session bindings, their own `context`.
-            self.shell.user_ns.update({k: v for k, v in self.session_repl.bound.items()
-                                       if k != "context"})
+            self._rebind_session()
             if previous_context is not None:
                 self.shell.user_ns["context"] = previous_context
         error = None
@@ -413,6 +410,12 @@ class RunManager:
             error = ("RLMRunStopped" if run.status == "stopped" else "RLMRunError",
                      run.stop_reason or run.status)
         return RunOutcome(run, count, error)
+
+    def _rebind_session(self) -> None:
+        """Hand the namespace back to the human: llm() & co. bound to the session, not a run
+        (their `context` is the caller's to restore)."""
+        self.shell.user_ns.update({k: v for k, v in self.session_repl.bound.items()
+                                   if k != "context"})
 
     def _tick(self, run_id: str) -> dict[str, Any]:
         """The emitter's throttled status message; the run's panel follows the same ticks."""
@@ -476,13 +479,11 @@ class RunManager:
             self.shell.user_ns.update(repl.bound)
             repl.begin_step(step.n)
         body = MARKER_RE.sub("", code.lstrip(), count=1).lstrip("\n")
-        self.executor.source_prefix = ""
         result = await self.executor.execute(code, timeout=None, label=f"rlm step {step.n}",
                                              passthrough=True)
         if repl is not None:
             repl.restore()
-            self.shell.user_ns.update({k: v for k, v in self.session_repl.bound.items()
-                                       if k != "context"})
+            self._rebind_session()
         was_proposed = step.status == "proposed"
         step.edited = step.edited or body.strip() != (step.code or "").strip()
         step.code = body
