@@ -341,7 +341,9 @@ def _panel_text(msgs: list[dict[str, Any]], kind: str) -> list[str]:
 
 @needs_wiring
 def test_kernel_panel_updates_live_and_ends_with_the_answer(kernel: Any) -> None:
-    kernel.run("%rlm config scripted_latency=0.15")
+    # Each model call takes 0.5 s, twice the panel's render interval, so every step renders
+    # however loaded the machine is.
+    kernel.run("%rlm config scripted_latency=0.5")
     _, msgs = kernel.run(_LOG)
     expected = next(m["content"]["text"] for m in msgs if m["msg_type"] == "stream").split()[1]
     reply, msgs = kernel.run("%%rlm --max-steps 6\nHow many log lines have level ERROR? [chunks=4]")

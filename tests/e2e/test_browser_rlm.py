@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,15 +57,23 @@ def _stop_reply(view: RootView) -> str:
 
 
 class _Model(ScriptedModel):
-    """The scripted model, with extra latency for sub-calls only (``sub_delay`` seconds)."""
+    """The scripted model, with extra latency for sub-calls only (``sub_delay`` seconds).
+
+    ``gate``: while it is an unset event, sub-calls wait for the test to set it (60 s at most),
+    so "mid-run" assertions hold however slow the machine is.
+    """
 
     sub_delay = 0.0
+    gate: threading.Event | None = None
 
     async def handle(self, body):  # type: ignore[override]
-        if self.sub_delay:
-            data = json.loads(body) if isinstance(body, (bytes, str)) else body
-            if isinstance(data, dict) and data.get("model") == "scripted-sub":
+        data = json.loads(body) if isinstance(body, (bytes, str)) else body
+        if isinstance(data, dict) and data.get("model") == "scripted-sub":
+            if self.sub_delay:
                 await asyncio.sleep(self.sub_delay)
+            gate, deadline = self.gate, time.monotonic() + 60
+            while gate is not None and not gate.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         return await super().handle(body)
 
 
@@ -95,8 +104,14 @@ def rlm_lab() -> Iterator[RlmLab]:
 def page(rlm_lab: RlmLab):
     rlm_lab.server.model.latency = LATENCY
     rlm_lab.server.model.sub_delay = 0.0
-    with browser_page() as pg:
-        yield pg
+    rlm_lab.server.model.gate = None
+    try:
+        with browser_page() as pg:
+            yield pg
+    finally:
+        if rlm_lab.server.model.gate is not None:
+            rlm_lab.server.model.gate.set()  # never leave the module's kernel waiting
+        rlm_lab.server.model.gate = None
 
 
 # -------------------------------------------------------------------------------------- helpers
@@ -248,7 +263,7 @@ def test_live_run_counts_errors(rlm_lab, page, make_log) -> None:
     mode = pg.evaluate(INSTRUMENT, "c1")
 
     # Run: select the query cell and press the run bar's Run button.
-    rlm_lab.server.model.sub_delay = 2.0  # the batch stays in flight long enough to look at it
+    gate = rlm_lab.server.model.gate = threading.Event()  # the batch stays in flight till set
     pg.evaluate(f"{NB_JS}.content.activeCellIndex = 1")
     pg.locator(".rlm-control-run").click()
     # Step, sub-call and final cells appear while the query cell still shows [*].
@@ -256,7 +271,10 @@ def test_live_run_counts_errors(rlm_lab, page, make_log) -> None:
         "(window.__rlmEvents || []).filter(e => e.kind === 'llm' && e.dom).length >= 8",
         timeout=30_000)
     assert "*" in _prompt(pg, "c1"), "sub-call cells must appear while the query cell runs"
-    assert "running" in _status(pg) and "8 in flight" in _status(pg), _status(pg)
+    pg.wait_for_function(  # the status line ticks every 0.25 s
+        "document.querySelector('.rlm-status').textContent.includes('8 in flight')",
+        timeout=10_000)
+    assert "running" in _status(pg), _status(pg)
     # The step the kernel is running shows [*] too.
     assert "*" in pg.evaluate(
         f"{NB_JS}.content.widgets.find(w => w.model.getMetadata('rlm')?.kind === 'step' && "
@@ -265,6 +283,7 @@ def test_live_run_counts_errors(rlm_lab, page, make_log) -> None:
     pg.locator(".jp-Cell.rlm-kind-llm").first.scroll_into_view_if_needed()
     screenshot(pg, "rlm-live-run")
     assert "*" in _prompt(pg, "c1") and "8 in flight" in _status(pg), "screenshots are mid-run"
+    gate.set()
     pg.wait_for_function(
         "(window.__rlmEvents || []).some(e => e.kind === 'final' && e.dom)", timeout=30_000)
     _wait_cell_done(pg, 1)

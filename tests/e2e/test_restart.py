@@ -9,6 +9,7 @@ import sys
 import nbformat
 import pytest
 
+from rlm_kernel.notebook import runs_from_notebook
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 
 STEP1 = "Ask about every part.\n```repl\nparts = llm_batch(['part %d' % i for i in range(8)])\nprint(len(parts))\n```"
@@ -24,6 +25,20 @@ def server():
     srv.start()
     yield srv
     srv.stop()
+
+
+def _unrecorded_root_calls(path) -> int:
+    """Root calls of the 3-step script a resume must still make, given what the crash left.
+
+    Step 1 finished before the crash and must be there. Step 2's cell (its root reply) was sent
+    to the client just before its code killed the kernel; whether those last bytes left the dying
+    process is up to the OS, so a resume re-asks for it only if it is missing.
+    """
+    runs = runs_from_notebook(nbformat.read(path, as_version=4))
+    (run,) = runs.values()
+    recorded = [s.n for s in run.steps if s.reply]
+    assert recorded[:1] == [1], recorded
+    return 3 - len(recorded)
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -52,11 +67,13 @@ def test_kernel_death_keeps_steps_and_resume_reuses_recorded_calls(tmp_path, ser
     paid = server.model.stats.requests  # 2 root calls + 8 sub-calls
     assert paid == 10
 
+    owed = _unrecorded_root_calls(out)
     proc = _cli(["run", "--resume", str(out)], env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "resumed fine"
-    # Only the root call after the crash point was new: everything recorded was reused.
-    assert server.model.stats.requests - paid == 1
+    # Only root calls after the last recorded one were new: everything recorded was reused.
+    assert server.model.stats.sub_requests == 8
+    assert server.model.stats.requests - paid == owed
     nb = nbformat.read(out, as_version=4)
     nbformat.validate(nb)
     ids = [c.get("id") for c in nb.cells]
@@ -75,7 +92,7 @@ def test_continue_in_a_restarted_kernel_resumes_from_the_notebook(tmp_path, serv
            "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
     assert _cli(["run", "--context", str(ctx), "--query", "go", "--output", str(out)],
                 {**env, "RLM_TEST_CRASH": "1"}).returncode == 3
-    paid = server.model.stats.requests
+    paid, owed = server.model.stats.requests, _unrecorded_root_calls(out)
     k = kernel_factory(env)  # a fresh kernel: nothing in memory
     k.open_comm()
     ran = k.run("%rlm continue")
@@ -84,7 +101,8 @@ def test_continue_in_a_restarted_kernel_resumes_from_the_notebook(tmp_path, serv
     assert ran.reply["status"] == "ok", ran.outputs_text
     finish = [m for m in ran.comm if m["type"] == "finish"][-1]
     assert finish["outcome"] == "final" and finish["answer"] == "resumed fine"
-    assert server.model.stats.requests - paid == 1
+    assert server.model.stats.sub_requests == 8
+    assert server.model.stats.requests - paid == owed
     query_id = next(c.id for c in nbformat.read(out, as_version=4).cells
                     if c.metadata.get("rlm", {}).get("kind") == "query")
     assert finish["anchor"] == query_id  # the resumed run's cells go back where they were
