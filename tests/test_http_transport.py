@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ class RawServer:
     def __init__(self) -> None:
         self.connections = 0
         self.requests = 0
+        self.trickle = False
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -55,11 +57,20 @@ class RawServer:
                 for line in head.decode().split("\r\n"):
                     if line.lower().startswith("content-length:"):
                         length = int(line.split(":")[1])
-                body = json.loads(await reader.readexactly(length))
+                if head.startswith(b"POST /v1/chat/completions") and self.trickle:
+                    raw = bytearray()  # a slow reader: the client must wait for the socket
+                    while len(raw) < length:
+                        raw += await reader.read(min(65536, length - len(raw)))
+                        await asyncio.sleep(0.001)
+                    body = json.loads(raw)
+                else:
+                    body = json.loads(await reader.readexactly(length))
                 self.requests += 1
                 prompt = body["messages"][-1]["content"]
                 mode = prompt.split()[0]
                 payload = _completion(f"answer to {prompt}")
+                if mode == "digest":
+                    payload = _completion(hashlib.sha256(prompt.encode()).hexdigest())
                 if mode == "chunked":
                     parts = [payload[:10], payload[10:25], payload[25:]]
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
@@ -150,3 +161,22 @@ def test_parallel_calls_and_the_standard_transport(raw_server) -> None:
             assert client.loop.run(many()) == [f"answer to plain {i}" for i in range(24)]
         finally:
             client.close()
+
+
+def test_large_bodies_reach_a_slow_reader_whole(raw_server) -> None:
+    """Multi-megabyte prompts are written in slices as the socket drains (flow control), and
+    every byte arrives, also with several such calls sharing the loop."""
+    raw_server.trickle = True
+    # 12 MB each: more than loopback's socket buffers take (4 MB), so the writer must pause.
+    prompts = [f"digest {i} " + "é" * 2_000_000 + "x" * 8_000_000 for i in range(3)]
+    client = _client(raw_server, concurrency=3)
+    try:
+        async def many() -> list[str]:
+            return [c.text for c in await client.acomplete_many(
+                [[{"role": "user", "content": p}] for p in prompts], model="m", depth=1)]
+
+        assert client.loop.run(many()) == [hashlib.sha256(p.encode()).hexdigest()
+                                           for p in prompts]
+        assert raw_server.requests == 3
+    finally:
+        client.close()

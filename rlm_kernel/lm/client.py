@@ -106,6 +106,7 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.waiter: asyncio.Future[bool] | None = None
         self.closed = False
+        self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -119,6 +120,35 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(True)
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    async def send(self, head: bytes, body: bytes, request: httpx2.Request) -> None:
+        """Write a request; a large body goes in slices, each once the socket took the last.
+
+        Why: handed over whole, the unsent part of a multi-megabyte prompt is copied into the
+        transport's buffer, so every call in flight would hold its body twice.
+        """
+        assert self.transport is not None
+        if len(body) <= _SLICE:
+            self.transport.write(head + body)
+            return
+        self.transport.write(head)
+        view = memoryview(body)
+        for start in range(0, len(body), _SLICE):
+            if self._writable is not None:
+                await self._writable
+            if self.closed:
+                raise httpx2.WriteError("the server closed the connection", request=request)
+            self.transport.write(view[start:start + _SLICE])
 
     def close(self) -> None:
         self.closed = True
@@ -159,6 +189,10 @@ class _Connection(asyncio.Protocol):
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
+
+
+#: Request bodies above this are written in slices of this size (``_Connection.send``).
+_SLICE = 256 * 1024
 
 
 def _expire(fut: asyncio.Future[bool]) -> None:
@@ -225,8 +259,7 @@ class _Http11Transport(httpx2.AsyncBaseTransport):
             body = await request.aread()
             head = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), url.raw_path)]
             head += [b"%s: %s" % kv for kv in request.headers.raw]
-            assert conn.transport is not None
-            conn.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+            await conn.send(b"\r\n".join(head) + b"\r\n\r\n", body, request)
             status_line = await conn.readline(read_timeout, request)
             parts = status_line.split(b" ", 2)
             if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
