@@ -87,6 +87,8 @@ def one(server: Server, n: int, c: int, chunk_chars: int, level: str,
     t0, c0, s0 = time.perf_counter(), cpu(), server.cpu()
     if level == "repl":
         answers = repl.llm_batch(ps)
+    elif level == "generator":  # the streaming path: one prompt pulled per free slot
+        answers = repl.llm_batch(p for p in ps)
     else:
         res = client.loop.run(client.acomplete_many(
             [[{"role": "user", "content": p}] for p in ps], model="scripted-sub", depth=1))
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--c", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--latency", type=float, nargs=2, default=[0.1, 0.25])
     p.add_argument("--chunk-chars", type=int, default=4000)
-    p.add_argument("--level", choices=["repl", "client"], default="repl")
+    p.add_argument("--level", choices=["repl", "generator", "client"], default="repl")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--baseline", metavar="REV", default=None,
                    help="also run LMClient as of git revision REV, interleaved (before/after)")

@@ -81,6 +81,10 @@ class RLMConfig(Configurable):
     record_prompt_chars = Integer(
         2_000, help="Sub-call prompts up to this length are kept whole in notebooks; longer: preview+hash."
     ).tag(config=True)
+    keep_prompt_chars = Integer(
+        64_000_000, help="Full sub-call prompts kept in memory this session, newest first (for an "
+        "unedited %%llm --call cell to re-send one exactly); 0 keeps none."
+    ).tag(config=True)
     cache = Bool(True, help="Reuse responses for identical (model, messages, params).").tag(config=True)
     subcalls_enabled = Bool(
         True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call ablation."

@@ -24,6 +24,7 @@ from .lm import LMClient
 from .observer import RunObserver
 from .outputs import outputs_to_text, truncate
 from .parsing import parse_reply
+from .prompt_store import PromptStore
 from .prompts import first_user_message, nudge_message, step_feedback, system_prompt
 from .repl import Repl
 from .trajectory import ContextInfo, Run, Step
@@ -98,7 +99,7 @@ class Engine:
         observer: RunObserver | None = None,
         controller: Controller | None = None,
         runs: dict[str, Run] | None = None,
-        prompt_store: dict[str, str] | None = None,
+        prompt_store: PromptStore | None = None,
     ) -> None:
         self.client = client
         self.config = config

@@ -33,8 +33,9 @@ The REPL offers:
 - `llm(prompt, *, model=None) -> str`: ask a sub-model (it sees only `prompt`; it can read about \
 {sub_window:,} characters, so pass slices of the context, not all of it).
 - `llm_batch(prompts, *, model=None) -> list[str]`: many `llm` calls at once, run in parallel, \
-answers in the order of `prompts`. Prefer it to a loop of `llm` calls. If some calls fail it raises \
-`LLMBatchError`; its `.results` holds the answers (None where a call failed).
+answers in the order of `prompts`. Prefer it to a loop of `llm` calls. `prompts` may be a generator: \
+each prompt is then built only as its call starts (use one when the prompts add up to a huge size). \
+If some calls fail it raises `LLMBatchError`; its `.results` holds the answers (None where a call failed).
 - `rlm(query, context=None) -> str`: a recursive RLM on a sub-context (depth-limited).
 - `SHOW_VARS()`: list the variables you have made.
 - `FINAL(answer)`: end the run with `answer`. `FINAL_VAR(name)`: end the run with the value of the \

@@ -12,9 +12,12 @@ and ``.errors``; re-running the batch pays only for the failures.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import itertools
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 from .budgets import Budget
@@ -22,6 +25,7 @@ from .config import RLMConfig
 from .errors import LLMBatchError, ModelCallError, ReplayMissError, RunStopped
 from .lm import Completion, LMClient
 from .observer import RunObserver
+from .prompt_store import PromptStore
 from .prompts import final_var_missing_message
 from .trajectory import Run, SubCall, new_id, preview, sha256_text
 
@@ -50,7 +54,7 @@ class Repl:
         budget: Budget,
         observer: RunObserver | None = None,
         child_runner: ChildRunner | None = None,
-        prompt_store: dict[str, str] | None = None,
+        prompt_store: PromptStore | None = None,
     ) -> None:
         self.ns = namespace
         self.client = client
@@ -60,7 +64,8 @@ class Repl:
         self.budget = budget
         self.observer = observer or RunObserver()
         self.child_runner = child_runner
-        self.prompts = prompt_store if prompt_store is not None else {}
+        self.prompts = (prompt_store if prompt_store is not None
+                        else PromptStore(lambda: config.keep_prompt_chars))
         self.final: str | None = None
         self.current_step: int | None = None
         self._seq: dict[tuple[str, int | None], int] = {}
@@ -176,9 +181,16 @@ class Repl:
         return result.text
 
     def llm_batch(self, prompts: Any, *, model: str | None = None) -> list[str]:
-        """Ask a sub-model about every prompt at once; answers in prompt order."""
+        """Ask a sub-model about every prompt at once; answers in prompt order.
+
+        A list (or any sized collection) is sent whole. A generator (any iterator) is consumed
+        lazily: the next prompt is built only when one of ``concurrency`` slots frees, so a batch
+        over a huge context never holds more than that many prompts at a time.
+        """
         if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
             raise TypeError("llm_batch expects a list of prompts; for one prompt use llm(prompt)")
+        if not isinstance(prompts, Sized):
+            return self._answers(self._stream(iter(prompts), model or self.config.subcall_model))
         texts = [_as_prompt(p) for p in prompts]
         if not texts:
             return []
@@ -206,6 +218,70 @@ class Repl:
                 if call.status == "inflight":
                     self._finish(call, RunStopped("interrupted"))
             raise
+        return self._answers(results)
+
+    def _stream(self, prompts: Iterator[Any], model: str) -> list[Completion | BaseException]:
+        """``llm_batch`` over an iterator: pull a prompt per free slot, in this (the cell's) thread.
+
+        The generator is user code, so it runs here, never on the loop thread. Calls leave one by
+        one as slots free; each gets its cell as it starts. If pulling the next prompt fails (the
+        generator raised, a budget ran out), the calls already sent are let finish (they are paid
+        for, and cached for a re-run) and the error is raised; an interrupt or Stop cancels them.
+        """
+        slots = threading.Semaphore(max(1, int(self.config.concurrency)))
+        futures: list[concurrent.futures.Future[Completion]] = []
+        batch_id: str | None = None
+
+        def settle(call: SubCall, fut: concurrent.futures.Future[Completion]) -> None:
+            if call.status == "inflight":
+                self._finish(call, _outcome(fut))
+            slots.release()
+
+        try:
+            try:
+                for index in itertools.count():
+                    self._take(slots)  # before building the prompt: at most `slots` exist
+                    try:
+                        text = _as_prompt(next(prompts))
+                        self._check_budgets(1)
+                    except StopIteration:
+                        slots.release()
+                        break
+                    except BaseException:
+                        slots.release()
+                        raise
+                    batch_id = batch_id or self.next_id("b")
+                    call = self._new_call(text, model, batch_id, index)
+                    fut = self.client.loop.submit(self.client.acomplete(
+                        _messages(text), model=model, depth=self.depth + 1, key=call.cache_key))
+                    del text
+                    futures.append(fut)
+                    self.observer.subcall_started(self.run, call)
+                    fut.add_done_callback(functools.partial(settle, call))
+            except RunStopped:
+                raise
+            except Exception:  # not an interrupt or a timeout: those cancel what is in flight
+                self._wait_all(futures)  # paid for: let them land in the cache, then report
+                raise
+            self._wait_all(futures)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()  # runs ``settle`` here for every call still in flight
+            raise
+        return [_outcome(fut) for fut in futures]
+
+    def _take(self, slots: threading.Semaphore) -> None:
+        """Take a slot; Ctrl-C, a step timeout or Stop still get through while waiting."""
+        while not slots.acquire(timeout=0.1):
+            if self.client.stopped:
+                raise RunStopped("the run was stopped; no new model calls start")
+
+    def _wait_all(self, futures: list[concurrent.futures.Future[Completion]]) -> None:
+        pending = set(futures)
+        while pending:
+            _, pending = concurrent.futures.wait(pending, timeout=0.1)
+
+    def _answers(self, results: list[Completion | BaseException]) -> list[str]:
         answers: list[str | None] = []
         errors: dict[int, str] = {}
         for i, res in enumerate(results):
@@ -284,6 +360,14 @@ def _as_prompt(prompt: Any) -> str:
     if isinstance(prompt, bytes):
         return prompt.decode("utf-8", "replace")
     return str(prompt)
+
+
+def _outcome(fut: concurrent.futures.Future[Completion]) -> Completion | BaseException:
+    """A finished call's result, or the exception it ended with (cancelled: stopped)."""
+    if fut.cancelled():
+        return RunStopped("interrupted")
+    exc = fut.exception()
+    return exc if exc is not None else fut.result()
 
 
 def _messages(prompt: str) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -105,6 +107,68 @@ def test_llm_batch_partial_failure_raises_with_results(scripted_server, make_rep
     before = srv.model.stats.sub_requests
     assert ns["llm_batch"](prompts) == [str(i) for i in range(16)]
     assert srv.model.stats.sub_requests - before == len(failed)
+
+
+def test_llm_batch_over_a_generator_builds_prompts_only_as_slots_free(scripted_server,
+                                                                      make_repl) -> None:
+    srv = scripted_server(latency=(0.02, 0.08))
+    repl, ns = make_repl(srv, concurrency=3)
+    built: list[int] = []
+    ahead: list[int] = []  # at each pull: prompts alive (not yet answered), this one included
+
+    def prompts() -> Iterator[str]:
+        for i in range(20):
+            done = sum(c.status == "ok" for c in repl.run.subcalls.values())
+            ahead.append(len(built) + 1 - done)
+            built.append(i)
+            yield count_prompt(i, tag=i)
+
+    repl.current_step = 1
+    assert ns["llm_batch"](prompts()) == [str(i) for i in range(20)]
+    assert max(ahead) <= 3, ahead  # never more prompts alive than the 3 slots
+    assert max(ahead) == 3  # ...and the slots were used
+    calls = sorted(repl.run.subcalls.values(), key=lambda c: c.batch_index)
+    assert [c.batch_index for c in calls] == list(range(20))
+    assert len({c.batch_id for c in calls}) == 1
+    assert [c.call_id for c in calls] == [f"rtest-s1c{i}" for i in range(1, 21)]  # as a list's
+    assert srv.model.stats.max_in_flight == 3
+    assert ns["llm_batch"](p for p in []) == []
+    assert ns["llm_batch"](map(str.upper, ["a", "b"])) == [SUB_FALLBACK_ANSWER] * 2
+
+
+def test_llm_batch_generator_failing_midway_lets_sent_calls_land(scripted_server,
+                                                                make_repl) -> None:
+    srv = scripted_server(latency=0.05)
+    repl, ns = make_repl(srv, concurrency=4)
+
+    def prompts() -> Iterator[str]:
+        for i in range(3):
+            yield count_prompt(i, tag=i)
+        raise ValueError("bad chunk")
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        ns["llm_batch"](prompts())
+    assert sorted(c.status for c in repl.run.subcalls.values()) == ["ok"] * 3
+    # They were paid for and cached: a fixed re-run pays nothing for them.
+    before = srv.model.stats.sub_requests
+    assert ns["llm_batch"](count_prompt(i, tag=i) for i in range(4)) == ["0", "1", "2", "3"]
+    assert srv.model.stats.sub_requests - before == 1
+
+    repl, ns = make_repl(srv, max_subcalls=2)
+    with pytest.raises(SubcallBudgetExceeded):
+        ns["llm_batch"](f"q{i}" for i in range(5))
+    assert [c.status for c in repl.run.subcalls.values()] == ["ok", "ok"]
+
+
+def test_llm_batch_generator_is_cancelled_by_stop(scripted_server, make_repl) -> None:
+    srv = scripted_server(latency=5.0)
+    repl, ns = make_repl(srv, concurrency=2)
+    threading.Timer(0.5, repl.client.stop).start()
+    started = time.monotonic()
+    with pytest.raises(RunStopped):
+        ns["llm_batch"](f"slow {i}" for i in range(10))
+    assert time.monotonic() - started < 4  # not the 5 s a call would take
+    assert sorted(c.status for c in repl.run.subcalls.values()) == ["cancelled"] * 2
 
 
 def test_subcall_budget_refuses_a_batch_before_sending(scripted_server, make_repl) -> None:

@@ -57,8 +57,9 @@ class RLMMagics(Magics):
                 if full is None:
                     raise UsageError(
                         f"sub-call {call.call_id}'s prompt ({call.prompt_chars:,} characters) is not "
-                        "in this notebook (only a preview) nor in this kernel session. Re-run the "
-                        "step that made it, or edit this cell's body to send a new prompt."
+                        "in this notebook (only a preview) nor in this kernel session (which keeps "
+                        "the newest keep_prompt_chars characters of prompts). Re-run the step that "
+                        "made it, or edit this cell's body to send a new prompt."
                     )
                 prompt = full
         if not prompt.strip():

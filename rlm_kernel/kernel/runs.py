@@ -34,6 +34,7 @@ from ..notebook import (
     to_notebook,
 )
 from ..outputs import outputs_to_text, truncate
+from ..prompt_store import PromptStore
 from ..repl import Repl
 from ..trajectory import ContextInfo, Run, Step, new_id
 from .capture import ShellExecutor
@@ -81,7 +82,7 @@ class RunManager:
         self.runs: dict[str, Run] = {}
         self.roots: list[str] = []
         self.places: dict[str, _RunPlace] = {}
-        self.prompts: dict[str, str] = {}
+        self.prompts = PromptStore(lambda: self.config.keep_prompt_chars)
         self.context_sources: dict[str, str] = {}
         self.recorded_anchors: dict[str, str] = {}  # run id -> its query cell id in a loaded file
         self.active: str | None = None

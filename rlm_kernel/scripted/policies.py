@@ -481,15 +481,15 @@ def _count_reply(view: RootView) -> str:
             "(case-sensitive). Answer with a number only.\n<text>\n")
     code = "import re\n" + TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
         n_chunks = {n_expr}
-        # Cut at line ends near equal character offsets; each prompt is built straight from its
-        # slice, so the context plus the prompts is all this step keeps in memory.
+        # Cut at line ends near equal character offsets; each prompt is built from its slice by a
+        # generator as its call starts, so only the prompts in flight exist beside the context.
         cuts = [0]
         for i in range(1, n_chunks):
             j = text.find("\\n", max(cuts[-1], i * len(text) // n_chunks))
             cuts.append(len(text) if j < 0 else j + 1)
         cuts.append(len(text))
-        prompts = [{head!r} + text[a:b].rstrip("\\n") + "\\n</text>"
-                   for a, b in zip(cuts, cuts[1:])]
+        prompts = ({head!r} + text[a:b].rstrip("\\n") + "\\n</text>"
+                   for a, b in zip(cuts, cuts[1:]))
         answers = llm_batch(prompts)
         total = sum(number_of(a) for a in answers)
         answer = str(total)

@@ -72,6 +72,18 @@ def test_run_mirrors_every_step_and_subcall(kernel_factory, tmp_path, log_contex
     nb = k.mirror.notebook()
     nbformat.validate(nb)
 
+    # A sub-call cell, re-run unedited, re-sends the exact prompt the kernel kept (the cell shows
+    # only a preview of it); once the session forgets it, the error says what to do.
+    call = llm_cells[0]["metadata"]["rlm"]["call"]
+    assert call["prompt_chars"] > 2_000 and "prompt" not in call
+    ran = k.run(llm_cells[0]["source"])
+    assert ran.reply["status"] == "ok", ran.outputs_text
+    assert ran.outputs_text.strip() == llm_cells[0]["outputs"][0]["data"]["text/plain"]
+    k.run("%rlm config keep_prompt_chars=0")
+    ran = k.run(llm_cells[0]["source"])
+    assert ran.reply["status"] == "error"
+    assert "keep_prompt_chars" in ran.outputs_text and "edit this cell" in ran.outputs_text
+
 
 def test_without_frontend_the_query_cell_shows_each_step(kernel_factory, tmp_path,
                                                          needle_haystack) -> None:
