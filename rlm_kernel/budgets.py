@@ -102,6 +102,12 @@ class Budget:
                 f"{self.config.max_steps})"
             )
 
+    def check_sending(self) -> None:
+        """Just before a queued call is sent: time and spend. (Its sub-call count was charged when
+        it was made, so a sub-call limit reached since then does not hold it back.)"""
+        self.check_wall()
+        self.check_spend()
+
     def check_all(self) -> None:
         if self.exceeded is not None:
             raise self.exceeded

@@ -22,7 +22,7 @@ from typing import Any
 
 from .budgets import Budget
 from .config import RLMConfig
-from .errors import LLMBatchError, ModelCallError, ReplayMissError, RunStopped
+from .errors import BudgetExceeded, LLMBatchError, ModelCallError, ReplayMissError, RunStopped
 from .lm import Completion, LMClient
 from .observer import RunObserver
 from .prompt_store import PromptStore
@@ -206,7 +206,7 @@ class Repl:
         # even finish before its cell is announced: observers must take either order).
         fut = self.client.loop.submit(self.client.acomplete_many(
             [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
-            keys=[c.cache_key for c in calls],
+            keys=[c.cache_key for c in calls], precheck=self.budget.check_sending,
         ))
         try:
             for call in calls:
@@ -253,7 +253,8 @@ class Repl:
                     batch_id = batch_id or self.next_id("b")
                     call = self._new_call(text, model, batch_id, index)
                     fut = self.client.loop.submit(self.client.acomplete(
-                        _messages(text), model=model, depth=self.depth + 1, key=call.cache_key))
+                        _messages(text), model=model, depth=self.depth + 1, key=call.cache_key,
+                        precheck=self.budget.check_sending))
                     del text
                     futures.append(fut)
                     self.observer.subcall_started(self.run, call)
@@ -282,13 +283,14 @@ class Repl:
             _, pending = concurrent.futures.wait(pending, timeout=0.1)
 
     def _answers(self, results: list[Completion | BaseException]) -> list[str]:
+        """Answers in prompt order; a stop or a spent budget (calls left unsent) ends the batch."""
         answers: list[str | None] = []
         errors: dict[int, str] = {}
         for i, res in enumerate(results):
             if isinstance(res, Completion):
                 answers.append(res.text)
             else:
-                if isinstance(res, RunStopped):
+                if isinstance(res, (RunStopped, BudgetExceeded)):
                     raise res
                 answers.append(None)
                 errors[i] = str(res)

@@ -12,7 +12,12 @@ from support import SCRIPTED_ROOT, SCRIPTED_SUB, TEST_KEY, count_prompt
 
 from rlm_kernel.budgets import Budget
 from rlm_kernel.config import RLMConfig
-from rlm_kernel.errors import LLMBatchError, RunStopped, SubcallBudgetExceeded
+from rlm_kernel.errors import (
+    LLMBatchError,
+    RunStopped,
+    SubcallBudgetExceeded,
+    TokenBudgetExceeded,
+)
 from rlm_kernel.lm import LMClient
 from rlm_kernel.repl import PROTECTED_NAMES, Repl
 from rlm_kernel.scripted import SUB_FALLBACK_ANSWER, FaultPlan, ScriptedServer
@@ -185,6 +190,28 @@ def test_subcall_budget_refuses_a_batch_before_sending(scripted_server, make_rep
 
     repl, ns = make_repl(srv, max_subcalls=4)
     assert ns["llm_batch"](["a", "b", "c", "d"]) == [SUB_FALLBACK_ANSWER] * 4  # exactly the limit
+
+
+@pytest.mark.parametrize("as_generator", [False, True])
+def test_a_spent_token_budget_stops_a_batch_from_sending_more(scripted_server, make_repl,
+                                                             as_generator) -> None:
+    srv = scripted_server(latency=0.02)
+    repl, ns = make_repl(srv, max_tokens=300, concurrency=2)
+    prompts = [count_prompt(i, tag=i) for i in range(40)]
+    with pytest.raises(TokenBudgetExceeded, match="max_tokens=300"):
+        ns["llm_batch"](iter(prompts) if as_generator else prompts)
+    per_call = srv.model.stats.prompt_tokens // max(1, srv.model.stats.requests)
+    sent = srv.model.stats.sub_requests
+    # Sending stopped once the budget was spent: at most one slot-full past it, not all 40.
+    assert sent <= 300 // per_call + 1 + 2, (sent, per_call)
+    calls = list(repl.run.subcalls.values())
+    assert sum(c.status == "ok" for c in calls) == sent
+    unsent = [c for c in calls if c.status != "ok"]
+    if as_generator:
+        assert not unsent  # the generator was simply not pulled further
+    else:  # a list's calls were all made: the unsent ones say why
+        assert unsent and all("token budget exhausted" in c.error for c in unsent)
+    assert repl.budget.exceeded is not None
 
 
 def test_stopped_client_refuses_new_calls(scripted_server, make_repl) -> None:

@@ -20,7 +20,7 @@ import httpx2
 from asyncio_throttle import Throttler
 
 from ..config import RLMConfig, redact
-from ..errors import ModelCallError, ReplayMissError, RunStopped
+from ..errors import BudgetExceeded, ModelCallError, ReplayMissError, RunStopped
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .loop import BackgroundLoop
@@ -422,12 +422,15 @@ class LMClient:
     # -- calls ---------------------------------------------------------------------------------
     async def acomplete(
         self, messages: list[dict[str, Any]], *, model: str, depth: int, root: bool = False,
-        key: str | None = None,
+        key: str | None = None, precheck: Callable[[], None] | None = None,
     ) -> Completion:
         """One chat completion on the background loop (await it there, or use :meth:`complete`).
 
         ``key``: the cache key when the caller already computed it (:meth:`key_for`), so a large
-        prompt is serialised and hashed once per call, not twice.
+        prompt is serialised and hashed once per call, not twice. ``precheck``: called when the
+        call has its concurrency slot, just before it is sent (a run's budgets: a big batch stops
+        sending once the budget is spent, instead of every queued call going out); what it raises
+        is the call's outcome.
         """
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
@@ -458,7 +461,8 @@ class LMClient:
         if task is not None:
             self._inflight.add(task)
         try:
-            result = await self._call(messages, model=model, depth=depth, params=params, key=key)
+            result = await self._call(messages, model=model, depth=depth, params=params, key=key,
+                                      precheck=precheck)
         except BaseException as exc:
             if not fut.done():
                 fut.set_exception(exc if isinstance(exc, Exception) else RunStopped("cancelled"))
@@ -476,7 +480,8 @@ class LMClient:
                 self._inflight.discard(task)
 
     async def _call(self, messages: list[dict[str, Any]], *, model: str, depth: int,
-                    params: dict[str, Any], key: str) -> Completion:
+                    params: dict[str, Any], key: str,
+                    precheck: Callable[[], None] | None = None) -> Completion:
         import openai
 
         async with self._sem:
@@ -487,6 +492,8 @@ class LMClient:
                 await self._tokens.acquire(sum(len(str(m.get("content", ""))) for m in messages) // 4)
             if self._stopped:
                 raise RunStopped("the run was stopped; no new model calls start")
+            if precheck is not None:
+                precheck()
             if self.on_call_start is not None:
                 self.on_call_start()
             self.in_flight += 1
@@ -555,15 +562,16 @@ class LMClient:
     async def acomplete_many(
         self, batch: list[list[dict[str, Any]]], *, model: str, depth: int,
         on_done: Callable[[int, Completion | BaseException], None] | None = None,
-        keys: list[str] | None = None,
+        keys: list[str] | None = None, precheck: Callable[[], None] | None = None,
     ) -> list[Completion | BaseException]:
         """All calls at once (the semaphore bounds them); one failure does not cancel the rest."""
 
         async def one(i: int, msgs: list[dict[str, Any]]) -> Completion | BaseException:
             try:
                 res: Completion | BaseException = await self.acomplete(
-                    msgs, model=model, depth=depth, key=keys[i] if keys else None)
-            except (ModelCallError, ReplayMissError, RunStopped) as exc:
+                    msgs, model=model, depth=depth, key=keys[i] if keys else None,
+                    precheck=precheck)
+            except (ModelCallError, ReplayMissError, RunStopped, BudgetExceeded) as exc:
                 res = exc
             if on_done is not None:
                 on_done(i, res)

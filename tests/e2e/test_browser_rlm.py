@@ -318,7 +318,9 @@ def test_live_run_counts_errors(rlm_lab, page, make_log) -> None:
     print(f"\nwindowing mode: {mode}")
     print(_fmt("step end (update with execution_count) -> prompt shows it", step_delays))
     print(_fmt("insert -> cell in DOM", insert_delays))
-    assert step_delays["kernel->DOM"] and max(step_delays["kernel->DOM"]) < 1000
+    # The figures are printed above (typically 100-400 ms); the bound only catches cells that
+    # wait for something else (a batch, the run's end), with room for a slow CI machine.
+    assert step_delays["kernel->DOM"] and max(step_delays["kernel->DOM"]) < 3000
 
     _save(pg)
     saved = nbformat.read(lab.root / "count.ipynb", as_version=4)
