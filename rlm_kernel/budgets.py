@@ -111,5 +111,4 @@ class Budget:
     def check_all(self) -> None:
         if self.exceeded is not None:
             raise self.exceeded
-        self.check_wall()
-        self.check_spend()
+        self.check_sending()

@@ -36,12 +36,22 @@ class PromptStore:
         self._trim()
 
     def __getitem__(self, call_id: str) -> str:
-        self._trim()
-        return self._items[call_id]
+        return self._live()[call_id]
 
     def get(self, call_id: str | None) -> str | None:
-        self._trim()
-        return self._items.get(call_id) if call_id is not None else None
+        return self._live().get(call_id) if call_id is not None else None
+
+    def pop(self, call_id: str) -> str | None:
+        old = self._items.pop(call_id, None)
+        if old is not None:
+            self.chars -= len(old)
+        return old
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._live()
+
+    def __len__(self) -> int:
+        return len(self._live())
 
     def _budget(self) -> int:
         return max(0, int(self._limit()))
@@ -52,14 +62,7 @@ class PromptStore:
             _, old = self._items.popitem(last=False)
             self.chars -= len(old)
 
-    def pop(self, call_id: str) -> str | None:
-        old = self._items.pop(call_id, None)
-        if old is not None:
-            self.chars -= len(old)
-        return old
-
-    def __contains__(self, call_id: object) -> bool:
-        return call_id in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
+    def _live(self) -> OrderedDict[str, str]:
+        """The items under the current limit: every read goes through here."""
+        self._trim()
+        return self._items
