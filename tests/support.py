@@ -8,6 +8,12 @@ SCRIPTED_SUB = "scripted-sub"
 TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
 
+def scripted_env(base_url: str) -> dict[str, str]:
+    """Environment for a kernel or CLI process that talks to a scripted server at ``base_url``."""
+    return {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": TEST_KEY,
+            "RLM_MODEL": SCRIPTED_ROOT, "RLM_SUB_MODEL": SCRIPTED_SUB}
+
+
 def repl_block(code: str, prose: str = "") -> str:
     """A root reply holding one ```repl block (for ``root_replies``)."""
     return f"{prose}\n```repl\n{code}\n```" if prose else f"```repl\n{code}\n```"

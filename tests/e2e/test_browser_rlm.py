@@ -28,6 +28,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser import LabServer, browser_page, screenshot, start_lab
+from support import scripted_env
 
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 from rlm_kernel.scripted.policies import RootView, register_root_policy, unregister_policy
@@ -67,8 +68,9 @@ class _Model(ScriptedModel):
     gate: threading.Event | None = None
 
     async def handle(self, body):  # type: ignore[override]
-        data = json.loads(body) if isinstance(body, (bytes, str)) else body
-        if isinstance(data, dict) and data.get("model") == "scripted-sub":
+        held = self.sub_delay or self.gate is not None
+        data = json.loads(body) if held and isinstance(body, (bytes, str)) else body
+        if held and isinstance(data, dict) and data.get("model") == "scripted-sub":
             if self.sub_delay:
                 await asyncio.sleep(self.sub_delay)
             gate, deadline = self.gate, time.monotonic() + 60
@@ -89,8 +91,7 @@ def rlm_lab() -> Iterator[RlmLab]:
     register_root_policy("browser-stop-me", lambda v: "browser-stop-me" in v.query, _stop_reply)
     srv = ScriptedServer(_Model(latency=LATENCY), host="127.0.0.1", port=0)
     srv.start()
-    env = {"OPENAI_BASE_URL": srv.base_url, "OPENAI_API_KEY": "sk-test-not-a-real-key-000",
-           "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
+    env = scripted_env(srv.base_url)
     try:
         with start_lab(env) as lab:
             yield RlmLab(lab, srv)

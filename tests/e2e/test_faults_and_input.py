@@ -3,14 +3,12 @@ clear stop when the provider stays down, and a clear message for every bad input
 
 from __future__ import annotations
 
-from rlm_kernel.scripted import FaultPlan, ScriptedServer
+from support import scripted_env
+
+from rlm_kernel.scripted import FaultPlan
 
 QUERY = "How many log lines have level ERROR? [chunks=12]"
 
-
-def _env(srv: ScriptedServer) -> dict[str, str]:
-    return {"OPENAI_BASE_URL": srv.base_url, "OPENAI_API_KEY": "sk-test-faults-000000000",
-            "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
 
 
 def _load(k, tmp_path, text: str) -> None:
@@ -23,7 +21,7 @@ def test_thirty_percent_faults_still_give_the_exact_answer(kernel_factory, scrip
                                                           tmp_path, log_context) -> None:
     srv = scripted_server(faults=FaultPlan(rate=0.3, kinds=(429, 500, 503, "timeout"), hang_s=3.0,
                                            seed=5))
-    k = kernel_factory(_env(srv))
+    k = kernel_factory(scripted_env(srv.base_url))
     k.open_comm()
     _load(k, tmp_path, log_context.text)
     # Generous retries for a 30% fault rate; a 1 s attempt timeout turns hangs into retries.
@@ -41,7 +39,7 @@ def test_thirty_percent_faults_still_give_the_exact_answer(kernel_factory, scrip
 def test_a_provider_that_stays_down_stops_the_run_clearly(kernel_factory, scripted_server,
                                                           tmp_path, log_context) -> None:
     srv = scripted_server(faults=FaultPlan(rate=1.0, kinds=(503,), seed=1))
-    k = kernel_factory(_env(srv))
+    k = kernel_factory(scripted_env(srv.base_url))
     k.open_comm()
     _load(k, tmp_path, log_context.text)
     k.run("%rlm config max_retries=2")
@@ -91,7 +89,7 @@ def test_context_types_and_bad_input_get_clear_messages(kernel_factory) -> None:
 
 def test_unknown_model_and_unreachable_endpoint(kernel_factory, scripted_server) -> None:
     srv = scripted_server()
-    k = kernel_factory(_env(srv))
+    k = kernel_factory(scripted_env(srv.base_url))
     k.run("context = 'some text'")
     ran = k.run("%%rlm --model gpt-imaginary-9\nanything?")
     assert ran.reply["status"] == "error"

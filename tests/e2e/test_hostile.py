@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from support import scripted_env
 
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 
@@ -36,9 +37,7 @@ def kernel(server):
         if k is None or not k.km.is_alive():
             if k is not None:
                 k.close()
-            k = KernelHarness({"OPENAI_BASE_URL": server.base_url,
-                               "OPENAI_API_KEY": "sk-test-hostile-00000000",
-                               "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"})
+            k = KernelHarness(scripted_env(server.base_url))
             k.open_comm()
             holder["k"] = k
         return k

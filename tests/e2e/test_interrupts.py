@@ -12,6 +12,7 @@ from collections import Counter
 
 import nbformat
 import pytest
+from support import scripted_env
 
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 
@@ -27,10 +28,6 @@ def slow_server():
     srv.stop()
 
 
-def _env(srv: ScriptedServer) -> dict[str, str]:
-    return {"OPENAI_BASE_URL": srv.base_url, "OPENAI_API_KEY": "sk-test-interrupt-000000",
-            "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
-
 
 def _call_states(comm: list[dict]) -> Counter:
     last: dict[str, str] = {}
@@ -43,7 +40,7 @@ def _call_states(comm: list[dict]) -> Counter:
 
 
 def test_interrupt_during_llm_batch(kernel_factory, slow_server) -> None:
-    k = kernel_factory(_env(slow_server))
+    k = kernel_factory(scripted_env(slow_server.base_url))
     k.open_comm()
     k.run("context = 'x'")
     mark: dict[str, float] = {}
@@ -72,7 +69,7 @@ def test_interrupt_during_llm_batch(kernel_factory, slow_server) -> None:
 
 
 def test_interrupt_during_root_call_and_long_step(kernel_factory, slow_server) -> None:
-    k = kernel_factory(_env(slow_server))
+    k = kernel_factory(scripted_env(slow_server.base_url))
     k.open_comm()
     k.run("context = 'x'")
     mid = k.submit("%%rlm\ngo", cell_id="q1")
@@ -99,7 +96,7 @@ def test_interrupt_during_root_call_and_long_step(kernel_factory, slow_server) -
 
 
 def test_stop_control_during_a_root_call(kernel_factory, slow_server) -> None:
-    k = kernel_factory(_env(slow_server))
+    k = kernel_factory(scripted_env(slow_server.base_url))
     k.open_comm()
     k.run("context = 'x'")
     mid = k.submit("%%rlm\ngo", cell_id="q1")
@@ -117,7 +114,7 @@ def test_ctrl_c_in_the_cli_keeps_the_partial_trajectory(tmp_path, slow_server) -
     ctx.write_text("x")
     out = tmp_path / "partial.ipynb"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RLM_"))}
-    env.update(_env(slow_server))
+    env.update(scripted_env(slow_server.base_url))
     proc = subprocess.Popen([sys.executable, "-m", "rlm_kernel", "run", "--context", str(ctx),
                              "--query", "go", "--output", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import nbformat
 import pytest
+from support import scripted_env
 
 from rlm_kernel.notebook import MARKER_RE
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
@@ -168,13 +169,9 @@ def echo_server() -> Iterator[ScriptedServer]:
     unregister_policy("echo-edit")
 
 
-def _server_env(srv: ScriptedServer) -> dict[str, str]:
-    return {"OPENAI_BASE_URL": srv.base_url, "OPENAI_API_KEY": "sk-test-not-a-real-key-000",
-            "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
-
 
 def test_step_mode_edit_and_continue(kernel_factory, echo_server) -> None:
-    k = kernel_factory(_server_env(echo_server))
+    k = kernel_factory(scripted_env(echo_server.base_url))
     k.open_comm()
     assert k.run("context = 'tiny'").reply["status"] == "ok"
     ran = k.run("%%rlm --step\necho-edit", cell_id="q1")
@@ -195,7 +192,7 @@ def test_step_mode_edit_and_continue(kernel_factory, echo_server) -> None:
 
 def test_rerun_finished_step_marks_later_stale_and_continue_sees_it(kernel_factory,
                                                                     echo_server) -> None:
-    k = kernel_factory(_server_env(echo_server))
+    k = kernel_factory(scripted_env(echo_server.base_url))
     k.open_comm()
     k.run("context = 'tiny'")
     ran = k.run("%%rlm\necho-edit", cell_id="q1")

@@ -8,6 +8,7 @@ import sys
 
 import nbformat
 import pytest
+from support import scripted_env
 
 from rlm_kernel.notebook import runs_from_notebook
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
@@ -52,8 +53,7 @@ def test_kernel_death_keeps_steps_and_resume_reuses_recorded_calls(tmp_path, ser
     ctx = tmp_path / "ctx.txt"
     ctx.write_text("some context")
     out = tmp_path / "run.ipynb"
-    env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-restart-00000000",
-           "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
+    env = scripted_env(server.base_url)
     proc = _cli(["run", "--context", str(ctx), "--query", "go", "--output", str(out)],
                 {**env, "RLM_TEST_CRASH": "1"})
     assert proc.returncode == 3, proc.stderr
@@ -88,8 +88,7 @@ def test_continue_in_a_restarted_kernel_resumes_from_the_notebook(tmp_path, serv
     ctx = tmp_path / "ctx.txt"
     ctx.write_text("some context")
     out = tmp_path / "run.ipynb"
-    env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-restart-00000000",
-           "RLM_MODEL": "scripted-root", "RLM_SUB_MODEL": "scripted-sub"}
+    env = scripted_env(server.base_url)
     assert _cli(["run", "--context", str(ctx), "--query", "go", "--output", str(out)],
                 {**env, "RLM_TEST_CRASH": "1"}).returncode == 3
     paid, owed = server.model.stats.requests, _unrecorded_root_calls(out)
