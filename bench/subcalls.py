@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,15 +67,27 @@ def baseline_client_class(rev: str) -> type:
     return mod.LMClient
 
 
+class _Sink:
+    """The emitter's channel: JSON-encodes each message as a comm would, keeps its size."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def send(self, msg: dict) -> None:
+        self.sizes.append(len(json.dumps(msg)))
+
+    def barrier(self, done: threading.Event) -> None:
+        done.set()
+
+
 def one(server: Server, n: int, c: int, chunk_chars: int, level: str,
         client_cls: type = LMClient) -> dict:
     cfg = RLMConfig(base_url=server.base_url, api_key="bench", model="scripted-root",
                     sub_model="scripted-sub", concurrency=c)
     client = client_cls(cfg)
-    sink: list[int] = []
-    emitter = CellEmitter(lambda m: sink.append(len(json.dumps(m))), anchor="q", query_id="q",
-                          status_of=lambda: {"status": {}}, runs={})
+    sink = _Sink()
     run = Run(run_id="rbench", query="bench")
+    emitter = CellEmitter(sink, run, {run.run_id: run}, anchor="q", query_id="q")
     repl = Repl({}, context="", client=client, config=cfg, run=run,
                 budget=Budget(cfg, client.ledger), observer=emitter)
     repl.current_step = 1
@@ -107,7 +120,7 @@ def one(server: Server, n: int, c: int, chunk_chars: int, level: str,
             "ratio": wall / limit, "ceil_mean_s": ceil_limit(n, c, mean),
             "cpu_ms_per_call": 1000 * cpu_s / n, "server_cpu_ms_per_call": 1000 * server_s / n,
             "loadavg_1min": load1, "max_in_flight": log["stats"]["max_in_flight"],
-            "requests": log["stats"]["requests"], "cells_sent": len(sink)}
+            "requests": log["stats"]["requests"], "cells_sent": len(sink.sizes)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

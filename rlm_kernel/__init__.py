@@ -1,7 +1,7 @@
 """rlm-kernel: a Jupyter kernel that is the REPL of a Recursive Language Model.
 
 ``from rlm_kernel import RLM`` runs an RLM in any Python process; the ``rlm`` kernel makes every
-root-model step and every sub-call a notebook cell. See README.md and DESIGN.md.
+root-model step and every sub-call a notebook cell. See README.md and docs/architecture.md.
 """
 
 from .api import RLM, RunResult

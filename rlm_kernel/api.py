@@ -9,23 +9,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import RLMConfig
+from .connect import open_client
 from .engine import Controller, Engine
 from .executor import InProcessExecutor
 from .lm import LMClient
 from .notebook import to_notebook, write_notebook
 from .observer import RunObserver
+from .states import RunState
 from .trajectory import ContextInfo, Run, Step, Usage, new_id
 
 if TYPE_CHECKING:
     import nbformat
 
-__all__ = ["RLM", "RunResult", "SCRIPTED_BANNER"]
-
-SCRIPTED_BANNER = (
-    "rlm-kernel: no OPENAI_API_KEY and no OPENAI_BASE_URL, so the embedded scripted demonstration "
-    "model answers. It is not an LLM: it plays fixed strategies for demo tasks (needle search, "
-    "counting). Set OPENAI_API_KEY or OPENAI_BASE_URL (and --model) to use a real model."
-)
+__all__ = ["RLM", "RunResult"]
 
 
 @dataclass
@@ -42,10 +38,10 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.run.status == "final"
+        return self.run.status == RunState.FINAL
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunState:
         return self.run.status
 
     @property
@@ -99,11 +95,13 @@ class RLM:
     @property
     def client(self) -> LMClient:
         if self._client is None:
-            self._client = LMClient(self.config)
+            self._client = open_client(self.config)
         return self._client
 
     @property
     def banner(self) -> str | None:
+        from .scripted import SCRIPTED_BANNER
+
         return SCRIPTED_BANNER if self.config.scripted else None
 
     async def arun(self, query: str, context: Any, *, context_source: str = "",

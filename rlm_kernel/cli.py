@@ -12,6 +12,15 @@ import shlex
 import sys
 from typing import Any
 
+from .config import (
+    add_setting_options,
+    env_name,
+    options_given,
+    setting_flags,
+    setting_traits,
+)
+from .errors import ConfigError
+
 __all__ = ["main"]
 
 
@@ -21,21 +30,9 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--query", help="the question")
     p.add_argument("--resume", metavar="PATH.ipynb",
                    help="resume a trajectory: recorded calls are reused, the rest runs live")
-    _model_args(p)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-depth", type=int)
-    p.add_argument("--max-subcalls", type=int)
-    p.add_argument("--max-wall-time", type=float)
-    p.add_argument("--step-timeout", type=float)
-    p.add_argument("--concurrency", type=int)
+    add_setting_options(p, "cli")
     p.add_argument("--scripted-latency", type=float, help=argparse.SUPPRESS)
     p.add_argument("--output", default="trajectory.ipynb", help="trajectory notebook to write")
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="root model (env RLM_MODEL)")
-    p.add_argument("--sub-model", help="model for llm()/llm_batch() (env RLM_SUB_MODEL)")
-    p.add_argument("--base-url", help="OpenAI-compatible endpoint (env OPENAI_BASE_URL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,38 +97,41 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _kernel_env(args: argparse.Namespace) -> dict[str, str]:
-    env: dict[str, str] = {}
-    if getattr(args, "base_url", None):
-        env["OPENAI_BASE_URL"] = args.base_url
-    if getattr(args, "model", None):
-        env["RLM_MODEL"] = args.model
-    if getattr(args, "sub_model", None):
-        env["RLM_SUB_MODEL"] = args.sub_model
-    if getattr(args, "concurrency", None):
-        env["RLM_CONCURRENCY"] = str(args.concurrency)
-    return env
+def _settings_given(args: argparse.Namespace) -> dict[str, Any]:
+    return options_given(args, "cli") if hasattr(args, "max_steps") else {}
 
 
-def _rlm_options(args: argparse.Namespace) -> str:
-    opts: list[str] = []
-    for name in ("max_steps", "max_depth", "max_subcalls", "max_wall_time", "step_timeout"):
-        value = getattr(args, name, None)
-        if value is not None:
-            opts += [f"--{name.replace('_', '-')}", str(value)]
-    return " ".join(shlex.quote(o) for o in opts)
+def _kernel_env(values: dict[str, Any]) -> dict[str, str]:
+    """Settings for the kernel process as its environment (each setting's own variable), so the
+    kernel starts with them; the per-run ones are also written on the ``%%rlm`` line, where the
+    trajectory shows them."""
+    traits = setting_traits()
+    return {env_name(k, traits[k]): (json.dumps(v) if isinstance(v, dict) else str(v))
+            for k, v in values.items()}
+
+
+def _rlm_options(values: dict[str, Any]) -> str:
+    per_run = {k: v for k, v in values.items()
+               if setting_traits()[k].metadata.get("per_run")}
+    return " ".join(shlex.quote(o) for o in setting_flags(per_run))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        values = _settings_given(args)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    if args.scripted_latency:
+        values["scripted_latency"] = args.scripted_latency
     if args.resume:
         if not os.path.exists(args.resume):
-            return _fail(f"no trajectory {args.resume!r} to resume")
+            return _fail(f"no trajectory {args.resume!r} to resume", 2)
         import nbformat
 
         cells = [f"%rlm resume {shlex.quote(os.path.abspath(args.resume))}"]
         output = args.output if args.output != "trajectory.ipynb" else args.resume
         original = nbformat.read(args.resume, as_version=4)
-        return _headless(args, cells, output, initial=[dict(c) for c in original.cells])
+        return _headless(values, cells, output, initial=[dict(c) for c in original.cells])
     if not args.context or args.query is None:
         return _fail("run needs --context FILE and --query TEXT (or --resume PATH.ipynb)", 2)
     if not os.path.isfile(args.context):
@@ -139,58 +139,87 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.query.strip():
         return _fail("the query is empty; pass --query 'your question'", 2)
     setup = [f"%rlm load {shlex.quote(os.path.abspath(args.context))}"]
-    if args.scripted_latency:
-        setup.insert(0, f"%rlm config scripted_latency={args.scripted_latency}")
-    head = "%%rlm " + _rlm_options(args)
-    return _headless(args, [*setup, f"{head.rstrip()}\n{args.query}"], args.output)
+    head = f"%%rlm {_rlm_options(values)}".rstrip()
+    return _headless(values, [*setup, f"{head}\n{args.query}"], args.output)
 
 
-def _headless(args: argparse.Namespace, cells: list[str], output: str | None,
+def _output_problem(path: str | None) -> str | None:
+    """Why the trajectory could not be written to ``path``, found before the run starts."""
+    if not path:
+        return None
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        return f"--output {path!r} is a directory; give a file name such as {path}/run.ipynb"
+    directory = os.path.dirname(target)
+    probe = directory
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.access(probe or ".", os.W_OK) or (os.path.exists(target)
+                                               and not os.access(target, os.W_OK)):
+        return f"--output {path!r} is not writable; choose a path you can write to"
+    return None
+
+
+def _headless(values: dict[str, Any], cells: list[str], output: str | None,
               banner: bool = True, initial: list[dict[str, Any]] | None = None) -> int:
-    from .api import SCRIPTED_BANNER
     from .config import RLMConfig
-    from .headless import HeadlessKernel, KernelDied, error_text
+    from .headless import DeadKernelError, HeadlessRunner, error_text, run_sync
+    from .scripted import SCRIPTED_BANNER
 
-    env = _kernel_env(args)
-    # The kernel sees this environment (OPENAI_API_KEY) plus --base-url: scripted if neither.
-    cfg = RLMConfig(base_url=env["OPENAI_BASE_URL"]) if env.get("OPENAI_BASE_URL") else RLMConfig()
+    problem = _output_problem(output)
+    if problem:
+        return _fail(problem, 2)
+    env = _kernel_env(values)
+    # The kernel sees this environment (OPENAI_API_KEY, OPENAI_BASE_URL) plus these settings.
+    cfg = RLMConfig(**{k: v for k, v in values.items() if k == "base_url"})
     if cfg.scripted and banner:
         print(SCRIPTED_BANNER, file=sys.stderr)
-    try:
-        kernel = HeadlessKernel(env=env, output=output, initial_cells=initial)
-    except RuntimeError as exc:
-        return _fail(f"could not start the rlm kernel: {exc}")
-    interrupted = False
+    runner = HeadlessRunner(env=env, output=output, initial_cells=initial)
 
-    def note_interrupt() -> None:
-        nonlocal interrupted
-        interrupted = True
+    async def main() -> tuple[int, str | None, Any]:
+        try:
+            await runner.astart()
+        except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+            return 1, f"could not start the rlm kernel: {exc}", None
+        interrupted = False
+        try:
+            for code in cells:
+                res = await runner.aexecute(code, record=initial is None)
+                interrupted = interrupted or res.interrupted
+                if res.reply.get("status") != "ok" and runner.last_finish() is None:
+                    return 1, error_text(res.reply), None
+                if interrupted:
+                    break
+        except DeadKernelError:
+            return 3, ("the kernel died while running the cell (model code may have called "
+                       "os._exit or run out of memory); the partial trajectory is kept"
+                       + (f" in {output}" if output else "")), None
+        finally:
+            await runner.aclose()
+        if interrupted:
+            return 130, "interrupted (Ctrl-C); the partial trajectory is kept", None
+        return 0, None, runner.last_finish()
 
-    try:
-        for code in cells:
-            reply = kernel.execute(code, on_interrupt=note_interrupt, record=initial is None)
-            finish = kernel.last_finish()
-            if reply.get("status") != "ok" and finish is None:
-                return _fail(error_text(reply))
-        finish = kernel.last_finish()
-    except KernelDied as exc:
-        return _fail(f"{exc}" + (f" in {output}" if output else ""), 3)
-    finally:
-        kernel.close()
-    if output:
+    code, message, finish = run_sync(main())
+    written = output and not runner.write_error
+    if written:
         print(f"rlm-kernel: trajectory written to {output}", file=sys.stderr)
-    if interrupted:
-        return _fail("interrupted (Ctrl-C); the partial trajectory is kept", 130)
+    if message is not None:
+        return _fail(message, code)
     if finish is None:
         return _fail("the run ended without a result")
+    status = 0 if finish.get("outcome") == "final" else 1
     if finish.get("outcome") == "final":
         print(finish.get("answer"))
-        return 0
-    return _fail(f"run {finish.get('outcome')}: {finish.get('reason')}")
+    else:
+        _fail(f"run {finish.get('outcome')}: {finish.get('reason')}")
+    if output and runner.write_error:
+        return _fail(f"the trajectory could not be written to {output}: {runner.write_error}", 4)
+    return status
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .evals.sniah import make_task
+    from .tasks.sniah import make_task
 
     os.makedirs(args.dir, exist_ok=True)
     path = os.path.join(args.dir, "haystack.txt")
@@ -200,10 +229,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f.write(text)
     print(f"rlm-kernel demo: {len(text):,}-character haystack in {path}; asking: {query}",
           file=sys.stderr)
-    ns = argparse.Namespace(context=path, query=query, resume=None, model=None, sub_model=None,
-                            base_url=None, max_steps=None, max_depth=None, max_subcalls=None,
-                            max_wall_time=None, step_timeout=None, concurrency=None,
-                            scripted_latency=None, output=os.path.join(args.dir, "trajectory.ipynb"))
+    ns = argparse.Namespace(context=path, query=query, resume=None, scripted_latency=None,
+                            output=os.path.join(args.dir, "trajectory.ipynb"))
     code = _cmd_run(ns)
     if code == 0:
         print(f"rlm-kernel demo: expected {value}", file=sys.stderr)
@@ -212,12 +239,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     if not os.path.exists(args.notebook):
-        return _fail(f"no notebook {args.notebook!r}")
-    env = {"OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""}
-    ns = argparse.Namespace(base_url=None, model=None, sub_model=None, concurrency=None)
+        return _fail(f"no notebook {args.notebook!r}", 2)
     code = f"%rlm replay {shlex.quote(os.path.abspath(args.notebook))}"
-    os.environ.update(env)  # replay never needs (or uses) an endpoint
-    return _headless(ns, [code], args.output, banner=False)
+    os.environ.update({"OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""})  # replay needs no endpoint
+    return _headless({}, [code], args.output, banner=False)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -1,26 +1,53 @@
-"""Every knob of a run, as traitlets (Jupyter's configuration system), with env-var defaults.
+"""Every setting of a run, declared once, as traitlets (Jupyter's configuration system).
 
-``RLMConfig`` is read from ``c.RLMConfig.*`` / ``c.RLMKernel.*`` config files, from the environment
-(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``RLM_MODEL``, ``RLM_SUB_MODEL``, ``RLM_CONCURRENCY``) and
-from keyword arguments. The API key is a secret: it is never part of :meth:`RLMConfig.settings`,
-never displayed (:meth:`RLMConfig.describe` masks it) and scrubbed from error messages (:func:`redact`).
+Each trait below is the single declaration of its setting: default, help, validation, and tags
+(traitlets metadata) that say where else it appears. Everything else is derived from these tags,
+never listed by hand:
+
+``per_run``   may differ per query: an option of ``%%rlm`` and of ``rlm-kernel run``
+              (:func:`add_setting_options`), applied by :meth:`RLMConfig.copy` per run.
+``cli``       a flag of ``rlm-kernel run`` (every ``per_run`` setting is one too).
+``client``    part of the model client's identity: the kernel keeps one client per distinct set
+              of these values (:meth:`RLMConfig.client_key`), so changing one (``%rlm config
+              prices=...``) takes effect on the next run.
+``replay``    False for settings of the endpoint, not the trajectory (base URL, limits, prices):
+              replay and resume take every other setting from the recorded run
+              (:meth:`RLMConfig.replayable`).
+``env``       the environment variable that gives the default: ``OPENAI_API_KEY`` and
+              ``OPENAI_BASE_URL`` by the OpenAI convention, ``RLM_<NAME>`` for every other setting.
+``secret``    never recorded, displayed or logged (:func:`redact` scrubs it from text).
+
+Settings come from (lowest first) the defaults, the environment, ``c.RLMConfig.*`` /
+``c.RLMKernel.*`` in Jupyter config files, ``%rlm config name=value``, and keyword arguments.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
+import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Integer, Unicode, validate
+from traitlets import Bool, Dict, Float, Integer, TraitError, TraitType, Unicode, validate
 from traitlets.config import Configurable
 
 from .errors import ConfigError
 
-__all__ = ["RLMConfig", "redact", "SCRIPTED_ROOT", "SCRIPTED_SUB"]
+__all__ = [
+    "RLMConfig",
+    "redact",
+    "SCRIPTED_ROOT",
+    "SCRIPTED_SUB",
+    "add_setting_options",
+    "options_given",
+    "setting_traits",
+]
 
 SCRIPTED_ROOT = "scripted-root"
 SCRIPTED_SUB = "scripted-sub"
-_SECRET_NAMES = ("api_key",)
 _known_secrets: set[str] = set()
 
 
@@ -35,77 +62,114 @@ def redact(text: str) -> str:
     return text
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not an integer; unset it or give a whole number") from exc
+class FiniteFloat(Float):
+    """A float that must be a real number (``nan``/``inf`` are refused with a clear message)."""
+
+    def validate(self, obj: Any, value: Any) -> float:
+        value = super().validate(obj, value)
+        if not math.isfinite(value):
+            raise TraitError(f"{self.name} must be a finite number, not {value}")
+        return value
+
+
+def _run(trait: TraitType, **tags: Any) -> TraitType:
+    """A per-run setting (a ``%%rlm`` option and an ``rlm-kernel run`` flag)."""
+    return trait.tag(config=True, per_run=True, cli=True, **tags)
+
+
+def _setting(trait: TraitType, **tags: Any) -> TraitType:
+    return trait.tag(config=True, **tags)
 
 
 class RLMConfig(Configurable):
-    """Models, endpoint, budgets and limits of RLM runs."""
+    """Models, endpoint, budgets and limits of RLM runs (see the module docstring for the tags)."""
 
-    model = Unicode("", help="Root model name (env RLM_MODEL). Empty: the scripted model.").tag(config=True)
-    sub_model = Unicode(
-        "", help="Model for llm()/llm_batch() (env RLM_SUB_MODEL). Empty: same as model."
-    ).tag(config=True)
-    base_url = Unicode(
-        "", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (env OPENAI_BASE_URL)."
-    ).tag(config=True)
-    api_key = Unicode("", help="API key (env OPENAI_API_KEY). Never displayed or recorded.").tag(config=True)
+    # -- models and endpoint ---------------------------------------------------------------------
+    model = _run(Unicode("", help="Root model name. Empty: the scripted model."))
+    sub_model = _run(Unicode("", help="Model for llm()/llm_batch(). Empty: same as model."))
+    base_url = _setting(Unicode(
+        "", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
+        cli=True, client=True, replay=False, env="OPENAI_BASE_URL")
+    api_key = _setting(Unicode("", help="API key. Never displayed or recorded."),
+                       client=True, replay=False, env="OPENAI_API_KEY", secret=True)
 
-    max_steps = Integer(30, help="Root-model steps per run.").tag(config=True)
-    max_depth = Integer(1, help="Recursion depth: rlm() inside a run at this depth becomes llm().").tag(config=True)
-    max_subcalls = Integer(0, help="Sub-calls per run tree (0: unlimited).").tag(config=True)
-    max_tokens = Integer(0, help="Prompt+completion tokens per run tree (0: unlimited).").tag(config=True)
-    max_cost = Float(0.0, help="USD per run tree from `prices` (0: unlimited).").tag(config=True)
-    max_wall_time = Float(0.0, help="Seconds per run (0: unlimited).").tag(config=True)
-    step_timeout = Float(300.0, help="Seconds one step's code may run (0: no limit).").tag(config=True)
+    # -- budgets of a run tree -------------------------------------------------------------------
+    max_steps = _run(Integer(30, min=1, help="Root-model steps per run."))
+    max_depth = _run(Integer(1, min=0, help="Recursion depth: rlm() at this depth becomes llm()."))
+    max_subcalls = _run(Integer(0, min=0, help="Sub-calls per run tree (0: unlimited)."))
+    max_tokens = _run(Integer(0, min=0, help="Prompt+completion tokens per run tree (0: unlimited)."))
+    max_cost = _run(FiniteFloat(0.0, min=0.0, help="USD per run tree from `prices` (0: unlimited)."))
+    max_wall_time = _run(FiniteFloat(0.0, min=0.0, help="Seconds per run (0: unlimited)."))
+    step_timeout = _run(FiniteFloat(300.0, min=0.0, help="Seconds one step's code may run (0: no limit)."))
 
-    concurrency = Integer(16, help="Model calls in flight at once (env RLM_CONCURRENCY).").tag(config=True)
-    requests_per_minute = Integer(0, help="Rate limit on requests (0: none).").tag(config=True)
-    tokens_per_minute = Integer(0, help="Rate limit on estimated prompt tokens (0: none).").tag(config=True)
-    max_retries = Integer(4, help="The openai client's retries (backoff) on 429/5xx/timeouts.").tag(config=True)
-    call_timeout = Float(120.0, help="Seconds per model request attempt.").tag(config=True)
-    fast_transport = Bool(
-        True, help="HTTP/1.1 keep-alive transport tuned for many parallel calls; False: httpx2's own."
-    ).tag(config=True)
-    temperature = Float(-1.0, help="Sampling temperature (negative: the provider's default).").tag(config=True)
-    root_max_tokens = Integer(0, help="max_tokens for root replies (0: provider default).").tag(config=True)
+    # -- the model client ------------------------------------------------------------------------
+    concurrency = _run(Integer(16, min=1, help="Model calls in flight at once."),
+                       client=True, replay=False)
+    requests_per_minute = _setting(Integer(0, min=0, help="Rate limit on requests (0: none)."),
+                                   cli=True, client=True, replay=False)
+    tokens_per_minute = _setting(Integer(
+        0, min=0, help="Rate limit on estimated prompt tokens (0: none)."),
+        cli=True, client=True, replay=False)
+    max_retries = _setting(Integer(
+        4, min=0, help="Retries (with backoff) of a call on 429/5xx/timeouts/connection errors."),
+        cli=True, client=True, replay=False)
+    call_timeout = _setting(FiniteFloat(
+        120.0, min=0.001, help="Seconds per model request attempt."),
+        cli=True, client=True, replay=False)
+    fast_transport = _setting(Bool(
+        True, help="HTTP/1.1 keep-alive transport tuned for many parallel calls; False: httpx2's own."),
+        client=True, replay=False)
+    temperature = _setting(FiniteFloat(
+        -1.0, help="Sampling temperature (negative: the provider's default)."),
+        cli=True, client=True)
+    root_max_tokens = _setting(Integer(
+        0, min=0, help="max_tokens of root replies (0: the provider's default)."),
+        cli=True, client=True)
+    prices = _setting(Dict(
+        {}, help='USD per 1M tokens: {"model": {"prompt": 2.5, "completion": 10, "cached": 1.25}}.'),
+        client=True, replay=False)
+    cache = _setting(Bool(True, help="Reuse responses for identical (model, messages, params)."),
+                     client=True, replay=False)
+    scripted_latency = _setting(FiniteFloat(
+        0.0, min=0.0, help="Injected latency (s) of the embedded scripted model."),
+        client=True, replay=False)
 
-    output_chars = Integer(20_000, help="Step output shown to the root model (head+tail).").tag(config=True)
-    sub_window = Integer(100_000, help="Characters the root model is told a sub-call can read.").tag(config=True)
-    record_prompt_chars = Integer(
-        2_000, help="Sub-call prompts up to this length are kept whole in notebooks; longer: preview+hash."
-    ).tag(config=True)
-    keep_prompt_chars = Integer(
-        64_000_000, help="Full sub-call prompts kept in memory this session, newest first (for an "
-        "unedited %%llm --call cell to re-send one exactly); 0 keeps none."
-    ).tag(config=True)
-    cache = Bool(True, help="Reuse responses for identical (model, messages, params).").tag(config=True)
-    subcalls_enabled = Bool(
-        True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call ablation."
-    ).tag(config=True)
-    prices = Dict(
-        {}, help='USD per 1M tokens: {"model": {"prompt": 2.5, "completion": 10, "cached": 1.25}}.'
-    ).tag(config=True)
-
-    scripted_latency = Float(0.0, help="Injected latency (s) of the embedded scripted model.").tag(config=True)
+    # -- what the model sees and what the notebook keeps -----------------------------------------
+    output_chars = _setting(Integer(
+        20_000, min=0, help="Step output shown to the root model (head+tail; 0: all of it)."))
+    sub_window = _setting(Integer(
+        100_000, min=1, help="Characters the root model is told a sub-call can read."))
+    record_prompt_chars = _setting(Integer(
+        2_000, min=0,
+        help="Sub-call prompts up to this length are kept whole in notebooks; longer: preview+hash."))
+    keep_prompt_chars = _setting(Integer(
+        64_000_000, min=0,
+        help="Full sub-call prompts kept in memory this session, newest first (for an unedited "
+             "%%llm --call cell to re-send one exactly); 0 keeps none."), replay=False)
+    subcalls_enabled = _setting(Bool(
+        True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call "
+                   "ablation."))
+    panel = _setting(Bool(
+        True, help="Show the live run widget in the query cell when no front-end mirrors the run."),
+        replay=False)
 
     def __init__(self, **kwargs: Any) -> None:
-        env: dict[str, Any] = {
-            "model": os.environ.get("RLM_MODEL", ""),
-            "sub_model": os.environ.get("RLM_SUB_MODEL", ""),
-            "base_url": os.environ.get("OPENAI_BASE_URL", ""),
-            "api_key": os.environ.get("OPENAI_API_KEY", ""),
-            "concurrency": _env_int("RLM_CONCURRENCY", 16),
-        }
-        for key, value in env.items():
-            kwargs.setdefault(key, value)
-        super().__init__(**{k: v for k, v in kwargs.items() if v is not None})
+        for trait_name, trait in setting_traits().items():
+            if trait_name not in kwargs:
+                raw = os.environ.get(env_name(trait_name, trait))
+                if raw not in (None, ""):
+                    kwargs[trait_name] = _from_string(trait_name, trait, raw, source="env")
+        traits = setting_traits()
+        values = {k: v for k, v in kwargs.items() if k in traits and v is not None}
+        super().__init__(**{k: v for k, v in kwargs.items() if k not in traits})
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except TraitError as exc:
+            raise ConfigError(_explain(name, value, exc)) from None
 
     @validate("api_key")
     def _remember_secret(self, proposal: dict[str, Any]) -> str:
@@ -123,18 +187,19 @@ class RLMConfig(Configurable):
             )
         return url
 
-    @validate("concurrency")
-    def _check_concurrency(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 1:
-            raise ConfigError(f"concurrency must be at least 1, not {proposal['value']}")
-        return proposal["value"]
+    @validate("prices")
+    def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        prices = proposal["value"]
+        for model, table in prices.items():
+            if not isinstance(table, dict) or not all(
+                    isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                    for v in table.values()):
+                raise ConfigError(
+                    f"prices[{model!r}] must map prompt/completion/cached to USD per 1M tokens "
+                    '(numbers >= 0), e.g. {"prompt": 2.5, "completion": 10}')
+        return prices
 
-    @validate("max_steps", "max_depth")
-    def _check_positive(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < (0 if proposal["trait"].name == "max_depth" else 1):
-            raise ConfigError(f"{proposal['trait'].name} cannot be {proposal['value']}")
-        return proposal["value"]
-
+    # -- derived views ---------------------------------------------------------------------------
     @property
     def scripted(self) -> bool:
         """No key and no endpoint: use the embedded scripted demonstration model."""
@@ -161,10 +226,11 @@ class RLMConfig(Configurable):
 
     def settings(self) -> dict[str, Any]:
         """Every setting except secrets: safe to record in a notebook."""
-        out = {name: getattr(self, name) for name in self.trait_names(config=True)}
-        for name in _SECRET_NAMES:
-            out.pop(name, None)
+        out = {name: getattr(self, name) for name, trait in setting_traits().items()
+               if not trait.metadata.get("secret")}
         out["scripted"] = self.scripted
+        if out.get("base_url"):
+            out["base_url"] = _without_userinfo(out["base_url"])
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -174,6 +240,165 @@ class RLMConfig(Configurable):
         return out
 
     def copy(self, **changes: Any) -> RLMConfig:
-        values = {name: getattr(self, name) for name in self.trait_names(config=True)}
+        values = {name: getattr(self, name) for name in setting_traits()}
         values.update({k: v for k, v in changes.items() if v is not None})
         return RLMConfig(**values)
+
+    def client_key(self) -> tuple[Any, ...]:
+        """The values that make a model client: equal keys may share one client."""
+        return tuple(_hashable(getattr(self, name)) for name in names_tagged("client"))
+
+    def replayable(self, recorded: dict[str, Any]) -> RLMConfig:
+        """This config with a recorded run's trajectory settings (not its endpoint's) applied."""
+        keep = set(names_tagged("replay", default=True))
+        return self.copy(**{k: v for k, v in recorded.items() if k in keep and v is not None})
+
+
+# -- the tags, read ------------------------------------------------------------------------------
+@functools.cache
+def _declared() -> dict[str, TraitType]:
+    return {name: trait for name, trait in vars(RLMConfig).items()
+            if isinstance(trait, TraitType) and trait.metadata.get("config")}
+
+
+def setting_traits() -> dict[str, TraitType]:
+    """name -> trait of every setting, in declaration order."""
+    return dict(_declared())
+
+
+def names_tagged(tag: str, default: bool = False) -> list[str]:
+    return [name for name, trait in setting_traits().items()
+            if trait.metadata.get(tag, default)]
+
+
+def env_name(name: str, trait: TraitType) -> str:
+    return str(trait.metadata.get("env") or f"RLM_{name.upper()}")
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _from_string(name: str, trait: TraitType, raw: str, *, source: str) -> Any:
+    where = f"{env_name(name, trait)}={raw!r}" if source == "env" else f"{name}={raw!r}"
+    try:
+        if isinstance(trait, Dict):
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+        if isinstance(trait, Bool):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        return trait.from_string(raw)
+    except (ValueError, TraitError) as exc:
+        if isinstance(trait, (Integer, Float)):
+            kind = "a whole number" if isinstance(trait, Integer) else "a number"
+            raise ConfigError(f"{where}: {name} must be {kind}") from None
+        raise ConfigError(f"{where} is not a valid {name}: {exc}") from None
+
+
+def parse_setting(name: str, raw: str) -> Any:
+    """A setting's value from text (``%rlm config name=value``, CLI flags); '' is the default."""
+    traits = setting_traits()
+    if name not in traits:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(traits))}")
+    trait = traits[name]
+    if raw == "":
+        return trait.default_value
+    return _from_string(name, trait, raw, source="text")
+
+
+def _explain(name: str, value: Any, exc: TraitError) -> str:
+    """traitlets' messages name the class and the trait machinery; say it plainly."""
+    trait = setting_traits().get(name)
+    low = getattr(trait, "min", None)
+    high = getattr(trait, "max", None)
+    try:
+        if low is not None and value < low:
+            return f"{name} must be at least {low:g}, not {value!r}"
+        if high is not None and value > high:
+            return f"{name} must be at most {high:g}, not {value!r}"
+    except TypeError:
+        pass
+    if trait is not None and isinstance(trait, (Integer, Float)) and not isinstance(value, (int, float)):
+        kind = "a whole number" if isinstance(trait, Integer) else "a number"
+        return f"{name} must be {kind}, not {value!r}"
+    text = str(exc)
+    return text if text.startswith(name) else f"{name}={value!r} is invalid: {text}"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _without_userinfo(url: str) -> str:
+    """``https://user:key@host/v1`` -> ``https://host/v1``: credentials never reach a record."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://{rest.split('@', 1)[1]}"
+
+
+# -- command-line options, generated -------------------------------------------------------------
+_ARG_TYPES: dict[type, Any] = {Integer: int, FiniteFloat: float, Float: float, Unicode: str}
+
+
+def _iter_options(tag: str) -> Iterator[tuple[str, TraitType]]:
+    for name, trait in setting_traits().items():
+        if trait.metadata.get(tag):
+            yield name, trait
+
+
+def add_setting_options(parser: argparse.ArgumentParser, tag: str = "per_run") -> None:
+    """Add ``--name-with-dashes`` for every setting tagged ``tag`` (its help from the trait).
+
+    Values are parsed by the trait (``parse_setting``) so a bad one gets the same message
+    everywhere; the parser stores them under the setting's name, None when not given.
+    """
+    for name, trait in _iter_options(tag):
+        if isinstance(trait, Bool):
+            parser.add_argument(option_name(name), dest=name, default=None,
+                                action=argparse.BooleanOptionalAction, help=trait.help)
+            continue
+        parser.add_argument(option_name(name), dest=name, default=None, metavar=name.upper(),
+                            type=_checked(name), help=trait.help)
+
+
+def _checked(name: str) -> Any:
+    def convert(raw: str) -> Any:
+        try:
+            return parse_setting(name, raw)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def options_given(args: argparse.Namespace, tag: str = "per_run") -> dict[str, Any]:
+    """The settings tagged ``tag`` that were given on a command line parsed with
+    :func:`add_setting_options` (name -> value), validated together by building a config."""
+    values = {name: getattr(args, name) for name, _ in _iter_options(tag)
+              if getattr(args, name, None) is not None}
+    if values:
+        RLMConfig(**values)  # raises ConfigError with the setting's name if one is out of range
+    return values
+
+
+def setting_flags(values: dict[str, Any]) -> list[str]:
+    """Settings as ``--name value`` flags (the inverse of :func:`add_setting_options`)."""
+    out: list[str] = []
+    traits = setting_traits()
+    for name, value in values.items():
+        if isinstance(traits[name], Bool):
+            out.append(option_name(name) if value else "--no-" + name.replace("_", "-"))
+        else:
+            out += [option_name(name), json.dumps(value) if isinstance(value, dict) else str(value)]
+    return out

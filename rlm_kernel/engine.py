@@ -27,6 +27,7 @@ from .parsing import parse_reply
 from .prompt_store import PromptStore
 from .prompts import first_user_message, nudge_message, step_feedback, system_prompt
 from .repl import Repl
+from .states import RunState, StepState
 from .trajectory import ContextInfo, Run, Step
 
 __all__ = ["Engine", "Controller", "build_history", "edited_reply"]
@@ -73,7 +74,7 @@ def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
         {"role": "user", "content": first_user_message(run.query, run.context, config.max_steps)},
     ]
     for step in run.steps:
-        if step.status in ("stale", "proposed", "running"):
+        if not step.executed:
             continue
         messages.append({"role": "assistant", "content": edited_reply(step) if step.edited else step.reply})
         messages.append({"role": "user", "content": _feedback(step, config)})
@@ -122,7 +123,9 @@ class Engine:
     async def arun(self) -> Run:
         """Run (or resume) until FINAL, a budget, a pause or a stop; always returns the run."""
         run = self.run
-        run.status, run.stop_reason, run.ended = "running", None, None
+        run.move(RunState.RUNNING)
+        run.stop_reason, run.ended = None, None
+        run.clock_start()
         self.messages = build_history(run, self.config)
         self.observer.run_started(run)
         try:
@@ -130,12 +133,15 @@ class Engine:
                 if self.controller.stop_requested:
                     raise RunStopped("stopped by the user")
                 self.budget.check_all()
-                pending = run.steps[-1] if run.steps and run.steps[-1].status == "proposed" else None
+                last = run.steps[-1] if run.steps else None
+                pending = last if last is not None and last.status == StepState.PROPOSED else None
                 if pending is None:
                     if self.controller.pause_requested:
                         self.controller.pause_requested = False
                         return self._pause("paused by the user; %rlm continue resumes")
-                    self.budget.check_steps(sum(1 for s in run.steps if s.status != "stale"))
+                    # Step numbers are never reused (stale steps keep theirs), and each one was a
+                    # paid root turn: the step budget counts them all.
+                    self.budget.check_steps(run.last_step_number)
                     pending = await self._propose()
                     if self.controller.step_mode and pending.code is not None:
                         return self._pause(
@@ -143,41 +149,46 @@ class Engine:
                             "cell, or %rlm continue / %rlm step"
                         )
                 if await self._execute(pending):
-                    run.status = "final"
+                    self._end(RunState.FINAL, None)
                     return run
         except BudgetExceeded as exc:
-            self._end("stopped", exc.reason)
+            self._end(RunState.STOPPED, exc.reason)
         except (RunStopped, KeyboardInterrupt) as exc:
-            self._end("stopped", f"stopped: {exc}" if str(exc) else "stopped: interrupted")
+            self._end(RunState.STOPPED, str(exc) or "interrupted")
         except asyncio.CancelledError:
-            self._end("stopped", "stopped: interrupted")
+            self._end(RunState.STOPPED, "interrupted")
             raise
         except (ModelCallError, ReplayMissError) as exc:
-            self._end("error", str(exc))
+            self._end(RunState.ERROR, str(exc))
         except RLMError as exc:
-            self._end("error", str(exc))
+            self._end(RunState.ERROR, str(exc))
         finally:
-            if run.ended is None and run.status != "paused":
-                run.ended = time.time()
-            if run.status != "paused":
+            if run.status == RunState.RUNNING:  # left by an exception none of the above caught
+                self._end(RunState.ERROR, "internal error (the kernel log has the traceback)")
+            if run.status != RunState.PAUSED:
                 self.observer.run_finished(run)
         return run
 
     def _pause(self, reason: str) -> Run:
-        self.run.status, self.run.stop_reason = "paused", reason
+        self.run.move(RunState.PAUSED)
+        self.run.stop_reason = reason
+        self.run.clock_stop()
         self.observer.run_finished(self.run)
         return self.run
 
-    def _end(self, status: str, reason: str) -> None:
-        self.run.status, self.run.stop_reason = status, reason
-        self.run.ended = time.time()
-        for step in self.run.steps:
-            if step.status == "running":
-                step.status = "done"
+    def _end(self, state: RunState, reason: str | None) -> None:
+        run = self.run
+        run.move(state)
+        run.stop_reason = reason
+        run.clock_stop()
+        run.ended = time.time()
+        for step in run.steps:
+            if step.status == StepState.RUNNING:
+                step.move(StepState.DONE)
 
     async def _propose(self) -> Step:
         run = self.run
-        n = max((s.n for s in run.steps), default=0) + 1
+        n = run.last_step_number + 1
         call = self.client.acomplete(
             list(self.messages), model=run.model or self.config.root_model, depth=run.depth,
             root=True,
@@ -203,7 +214,7 @@ class Engine:
         """Run a proposed step; True when it ended the run."""
         run = self.run
         parsed = parse_reply(step.reply) if not step.edited else parse_reply(edited_reply(step))
-        step.status = "running"
+        step.move(StepState.RUNNING)
         self.repl.begin_step(step.n)
         self.observer.step_started(run, step)
         notes: list[str] = []
@@ -212,12 +223,12 @@ class Engine:
             limits = [t for t in (self.config.step_timeout or None, self.budget.remaining_time())
                       if t is not None]
             timeout = max(0.001, min(limits)) if limits else None
-            result = await self.executor.execute(step.code, timeout=timeout,
-                                                 label=f"rlm step {step.n}")
+            result = await self.executor.execute(step.code, timeout=timeout, run_id=run.run_id,
+                                                 step=step.n)
             step.outputs, step.error = result.outputs, result.error
             step.execution_count, step.exec_s = result.execution_count, result.duration_s
             if result.interrupted:
-                step.status = "done"
+                step.move(StepState.DONE)
                 self.observer.step_finished(run, step)
                 raise RunStopped(f"interrupted during step {step.n}")
         restored = self.repl.restore()
@@ -246,7 +257,7 @@ class Engine:
         step.output_text = truncate(text, self.config.output_chars)
         if step.code is None and final is None and not notes:
             step.nudge = nudge_message(max(0, self.config.max_steps - step.n))
-        step.status = "done"
+        step.move(StepState.DONE)
         if final is not None:
             step.final = final
             run.answer = final

@@ -6,6 +6,15 @@ __all__ = [
     "RLMError",
     "ConfigError",
     "ModelCallError",
+    "AuthenticationFailed",
+    "ModelNotFound",
+    "RateLimited",
+    "ModelTimeout",
+    "EndpointUnreachable",
+    "BadRequest",
+    "ContextWindowExceeded",
+    "ServerError",
+    "InvalidResponse",
     "LLMBatchError",
     "ReplayMissError",
     "BudgetExceeded",
@@ -29,7 +38,53 @@ class ConfigError(RLMError):
 
 
 class ModelCallError(RLMError):
-    """A model call failed after the client's bounded retries (provider down, bad model name...)."""
+    """A model call failed after the client's bounded retries (provider down, bad model name...).
+
+    ``status_code`` is the HTTP status when the endpoint answered one (None for timeouts and
+    connection failures); the subclass says which kind of failure it was, so callers catch what
+    they mean instead of reading the message.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class AuthenticationFailed(ModelCallError):
+    """The endpoint rejected the API key (HTTP 401/403)."""
+
+
+class ModelNotFound(ModelCallError):
+    """The endpoint does not serve the named model (HTTP 404)."""
+
+
+class RateLimited(ModelCallError):
+    """The endpoint kept answering HTTP 429 through every retry."""
+
+
+class ModelTimeout(ModelCallError):
+    """No complete answer within ``call_timeout`` on any attempt."""
+
+
+class EndpointUnreachable(ModelCallError):
+    """No connection to the endpoint could be made (wrong URL, server down)."""
+
+
+class BadRequest(ModelCallError):
+    """The endpoint refused the request as malformed (HTTP 400/422); never retried."""
+
+
+class ContextWindowExceeded(BadRequest):
+    """The prompt does not fit the model's context window."""
+
+
+class ServerError(ModelCallError):
+    """The endpoint failed (HTTP 5xx) through every retry."""
+
+
+class InvalidResponse(ModelCallError):
+    """HTTP 200 with a body that is not a usable chat completion (error object, no choices, no
+    content): never cached, so a later identical call asks again."""
 
 
 class LLMBatchError(ModelCallError):

@@ -36,8 +36,10 @@ class ExecResult:
 class Executor(Protocol):
     namespace: dict[str, Any]
 
-    async def execute(self, code: str, *, timeout: float | None, label: str) -> ExecResult:
-        """Run ``code``; ``label`` names the step in tracebacks (e.g. ``rlm step 3``)."""
+    async def execute(self, code: str, *, timeout: float | None, run_id: str,
+                      step: int) -> ExecResult:
+        """Run step ``step`` of run ``run_id`` (which the kernel's executor shows in the step
+        cell's marker line, and every executor names in tracebacks)."""
         ...
 
 
@@ -102,9 +104,10 @@ class InProcessExecutor:
         self.capture_chars = capture_chars
         self.count = 0
 
-    async def execute(self, code: str, *, timeout: float | None, label: str) -> ExecResult:
+    async def execute(self, code: str, *, timeout: float | None, run_id: str,
+                      step: int) -> ExecResult:
         self.count += 1
-        filename = f"<{label}>"
+        filename = f"<rlm step {step}>"
         out = BoundedText(self.capture_chars * 2 // 3, self.capture_chars // 3)
         err = BoundedText(self.capture_chars * 2 // 3, self.capture_chars // 3)
         result = ExecResult(execution_count=self.count)
@@ -114,6 +117,7 @@ class InProcessExecutor:
         try:
             tree = ast.parse(code, filename=filename)
             last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            assert last is None or isinstance(last, ast.Expr)
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                     step_deadline(timeout):
                 exec(compile(tree, filename, "exec"), self.namespace)
@@ -142,5 +146,6 @@ class InProcessExecutor:
         if error_out is not None:
             result.outputs.append(error_out)
         elif result.error and not result.interrupted:
-            result.outputs.append(error_output(*result.error.split(": ", 1), [result.error]))
+            ename, _, evalue = result.error.partition(": ")
+            result.outputs.append(error_output(ename, evalue, [result.error]))
         return result

@@ -1,14 +1,27 @@
-"""Headless runs: a real ``rlm`` kernel through jupyter_client, mirrored into a notebook file.
+"""Headless runs: nbclient driving a real ``rlm`` kernel, mirroring ``rlm.cells`` into a notebook file.
 
-The runner is a client of the ``rlm.cells`` protocol like the JupyterLab extension: it opens the
-comm, applies every message to a :class:`~rlm_kernel.mirror.NotebookMirror` and flushes the partial
-notebook after each step, so a crash or Ctrl-C never loses a finished step.
+:class:`HeadlessRunner` *is* an nbclient :class:`~nbclient.NotebookClient` (cells are executed,
+their outputs recorded, timeouts and a dead kernel detected exactly as nbclient does) that also
+plays the part of a mirroring front-end: it opens the ``rlm.cells`` comm and applies every message
+to a :class:`~rlm_kernel.mirror.NotebookMirror`, so the file it writes holds the run's cells. It
+flushes the partial notebook after each finished step (atomically, not re-validated each time),
+so a crash or Ctrl-C never loses a finished step.
+
+Nothing is lost to a slow reader: IOPub may drop messages the runner did not read in time, so
+after each cell it checks the protocol's sequence numbers, and when messages are missing (or a run
+never said it finished) it asks the kernel for its authoritative trajectory (``%rlm sync``), which
+comes back in the execute reply on the shell channel, a channel that does not drop messages. It
+never waits on a message that may have been dropped: a cell ends with its execute reply (plus
+nbclient's bounded wait for the cell's last output).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
-import queue
+import signal
 import sys
 import tempfile
 import time
@@ -17,195 +30,352 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbclient.util import ensure_async
+from traitlets import Float, Unicode
 
 from . import cells
 from .config import redact
-from .install import DISPLAY_NAME, KERNEL_NAME
+from .kernelspec import KERNEL_NAME, kernel_json, notebook_kernelspec
 from .mirror import NotebookMirror
 from .notebook import write_notebook
 
-__all__ = ["HeadlessKernel", "HeadlessResult", "KernelDied"]
+__all__ = ["HeadlessRunner", "HeadlessKernel", "HeadlessResult", "DeadKernelError", "error_text",
+           "SYNC_CODE"]
+
+#: The cell a client executes to receive the kernel's whole trajectory in the execute reply.
+SYNC_CODE = "%rlm sync"
+#: After a kernel interrupt, how long to keep draining for the run's last cells before giving up.
+INTERRUPT_GRACE_S = 15.0
 
 
-class KernelDied(RuntimeError):
-    """The kernel process ended while a cell was running."""
+class CellAwareClient(AsyncKernelClient):
+    """A kernel client that says which cell it executes (``metadata.cellId``), as JupyterLab
+    does: the kernel anchors a run's cells to the query cell by that id."""
+
+    cell_id: str | None = None
+
+    def execute(self, code: str, silent: bool = False, store_history: bool = True,
+                user_expressions: dict[str, Any] | None = None, allow_stdin: bool | None = None,
+                stop_on_error: bool = True) -> str:
+        content = {"code": code, "silent": silent, "store_history": store_history,
+                   "user_expressions": user_expressions or {},
+                   "allow_stdin": self.allow_stdin if allow_stdin is None else allow_stdin,
+                   "stop_on_error": stop_on_error}
+        msg = self.session.msg("execute_request", content)
+        if self.cell_id and not silent:
+            msg["metadata"]["cellId"] = self.cell_id
+        self.shell_channel.send(msg)
+        return str(msg["header"]["msg_id"])
 
 
 class _ThisPythonSpecs(KernelSpecManager):
     """Always the ``rlm`` kernel of this interpreter: no kernelspec install needed."""
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(argv=[sys.executable, "-m", "rlm_kernel", "-f", "{connection_file}"],
-                          display_name=DISPLAY_NAME, language="python",
-                          interrupt_mode="signal", name=KERNEL_NAME)
+        return KernelSpec(name=KERNEL_NAME, **kernel_json())
 
 
 @dataclass
 class HeadlessResult:
-    status: str  # final | stopped | error | paused | died | interrupted
-    answer: str | None = None
-    reason: str | None = None
-    output: str | None = None
-    errors: list[str] = field(default_factory=list)
+    """What a cell's execution gave: the execute reply's content, and whether it was cut short."""
+
+    reply: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
 
 
-class HeadlessKernel:
-    """One kernel, one notebook mirror; ``execute`` runs a cell and keeps its outputs."""
+class _CommEnd:
+    """nbclient hands comm messages on our comm id to ``handle_msg``."""
+
+    def __init__(self, runner: HeadlessRunner) -> None:
+        self.runner = runner
+
+    def handle_msg(self, msg: dict[str, Any]) -> None:
+        self.runner.receive(msg.get("content", {}).get("data") or {})
+
+
+class HeadlessRunner(NotebookClient):
+    """An nbclient client of a fresh ``rlm`` kernel that keeps the run's cells in a notebook file."""
+
+    output_path = Unicode(None, allow_none=True,
+                     help="Notebook file to write (partial after each step, whole at the end).",
+                     ).tag(config=True)
+    flush_interval = Float(2.0, help="Least seconds between two partial writes of the notebook, "
+                           "except after a finished step (always written).").tag(config=True)
 
     def __init__(self, *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 output: str | None = None, startup_timeout: float = 90,
-                 initial_cells: list[dict[str, Any]] | None = None) -> None:
-        self.output = output
+                 output: str | None = None, initial_cells: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> None:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = notebook_kernelspec()
+        km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPythonSpecs(),
+                                transport="ipc", client_class=f"{__name__}.CellAwareClient")
+        # IPC socket paths are relative to each process's cwd unless absolute; local only, and no
+        # unencrypted-TCP warning on every run.
+        km.ip = os.path.join(tempfile.gettempdir(), f"rlm-kernel-{uuid.uuid4().hex[:12]}")
+        kwargs.setdefault("timeout", None)
+        kwargs.setdefault("iopub_timeout", 2)
+        super().__init__(nb, km=km, kernel_name=KERNEL_NAME, allow_errors=True, **kwargs)
+        self.output_path = output
         self.mirror = NotebookMirror(initial_cells)
-        # IPC sockets: local only, and no unencrypted-TCP warning on every run.
-        self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPythonSpecs(),
-                                transport="ipc")
-        # IPC socket paths are relative to each process's cwd unless absolute.
-        self.km.ip = os.path.join(tempfile.gettempdir(), f"rlm-kernel-{uuid.uuid4().hex[:12]}")
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        self.km.start_kernel(env=full_env, cwd=cwd or os.getcwd())
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        try:
-            self.kc.wait_for_ready(timeout=startup_timeout)
-        except BaseException:
-            self.kc.stop_channels()
-            self.km.shutdown_kernel(now=True)  # never leave a half-started kernel behind
-            raise
+        self._env = {**os.environ, **(env or {})}
+        self._cwd = cwd or os.getcwd()
         self.comm_id = uuid.uuid4().hex
-        self._send("comm_open", {"comm_id": self.comm_id, "target_name": cells.TARGET,
-                                 "data": cells.hello_msg("headless", True)})
+        self.comm_objects[self.comm_id] = _CommEnd(self)
+        self.on_cell_executed = self._keep_reply
+        self._reply: dict[str, Any] = {}
         self._dirty = False
         self._last_flush = 0.0
+        self._step_done = False
         self.count = 0
+        self.started = False
+        self.write_error: str | None = None  # why the last write of the file failed, if it did
 
-    def _send(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None
-              ) -> str:
-        msg = self.kc.session.msg(msg_type, content)
-        if metadata:
-            msg["metadata"].update(metadata)
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def astart(self) -> None:
+        """Start the kernel and say hello as a mirroring front-end."""
+        await self.async_start_new_kernel(env=self._env, cwd=self._cwd)
+        try:
+            await self.async_start_new_kernel_client()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._ashutdown()
+            raise
+        assert self.kc is not None
+        msg = self.kc.session.msg("comm_open", {"comm_id": self.comm_id,
+                                                "target_name": cells.TARGET,
+                                                "data": cells.hello_msg("headless", True)})
         self.kc.shell_channel.send(msg)
-        return msg["header"]["msg_id"]
+        self.started = True
 
-    def control(self, action: str, run: str | None = None) -> None:
-        self._send("comm_msg", {"comm_id": self.comm_id, "data": cells.control_msg(action, run)})
+    async def aclose(self) -> None:
+        self.flush(final=True)
+        await self._ashutdown()
 
-    # -- running cells -------------------------------------------------------------------------
-    def execute(self, code: str, *, timeout: float | None = None, on_interrupt: Any = None,
-                record: bool = True) -> dict[str, Any]:
-        """Run ``code`` as a new cell of the mirrored notebook (``record=False``: a control cell
-        kept out of the file, e.g. ``%rlm resume``); return the execute_reply content."""
+    async def _ashutdown(self) -> None:
+        km, kc = self.km, self.kc
+        try:
+            if kc is not None:
+                kc.stop_channels()
+        finally:
+            if km is not None:
+                with contextlib.suppress(Exception):
+                    if await ensure_async(km.is_alive()):
+                        await ensure_async(km.shutdown_kernel(now=True))
+                with contextlib.suppress(Exception):
+                    await ensure_async(km.cleanup_resources())
+            self.kc = None
+
+    # -- running cells --------------------------------------------------------------------------
+    async def aexecute(self, code: str, *, record: bool = True) -> HeadlessResult:
+        """Run ``code`` as the next cell of the mirrored notebook (``record=False``: a control
+        cell kept out of the file, e.g. ``%rlm resume``). Ctrl-C interrupts the kernel (which
+        stops the run and cancels its calls) and keeps draining so the run's last cells reach
+        the file."""
         self.count += 1
         cell = nbformat.v4.new_code_cell(code)
         cell["id"] = f"cell-{self.count}-{uuid.uuid4().hex[:6]}"
         if record:
-            self.mirror.cells.append(cell)
-        msg_id = self._send("execute_request", {
-            "code": code, "silent": False, "store_history": True, "user_expressions": {},
-            "allow_stdin": False, "stop_on_error": True,
-        }, metadata={"cellId": cell["id"]})
-        deadline = None if timeout is None else time.monotonic() + timeout
-        reply: dict[str, Any] | None = None
-        idle = False
-        interrupted_at: float | None = None
-        while reply is None or not idle:
+            self.mirror.append(cell)
+        self._reply = {}
+        result = HeadlessResult()
+        loop = asyncio.get_running_loop()
+        # nbclient writes the executed cell back into ``self.nb``: give it this one cell there
+        # (the mirror holds the whole notebook).
+        self.nb.cells = [cell]
+        assert isinstance(self.kc, CellAwareClient)
+        self.kc.cell_id = cell["id"]
+        task = asyncio.ensure_future(self.async_execute_cell(cell, 0))
+
+        def on_sigint() -> None:
+            if result.interrupted:  # a second Ctrl-C: stop waiting
+                task.cancel()
+                return
+            result.interrupted = True
+            assert self.km is not None
+            asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
+            loop.call_later(INTERRUPT_GRACE_S, task.cancel)
+
+        with _sigint_handler(loop, on_sigint):
             try:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"the cell did not finish within {timeout:g} s")
-                if not self.km.is_alive():
-                    # Drain what the kernel sent before it died: its last cells still count.
-                    while self._pump(msg_id, cell, wait=0.5) is not None:
-                        pass
-                    self.flush(force=True)
-                    raise KernelDied(
-                        "the kernel died while running the cell (model code may have called "
-                        "os._exit or run out of memory); the partial trajectory is kept"
-                    )
-                idle = self._pump(msg_id, cell) or idle
-                if reply is None:
-                    reply = self._reply_for(msg_id)
-                if interrupted_at is not None and time.monotonic() - interrupted_at > 15:
-                    break
-            except KeyboardInterrupt:
-                # Ctrl-C: interrupt the kernel (it cancels every in-flight call) and keep
-                # draining so the stopped run's last cells still reach the file.
-                interrupted_at = time.monotonic()
-                self.km.interrupt_kernel()
-                if on_interrupt is not None:
-                    on_interrupt()
+                await task
+            except asyncio.CancelledError:
+                pass
+            except DeadKernelError:
+                await self._drain_after_death()
+                self.flush(final=True)
+                raise
+        await self._resync_if_needed()
         self.flush(force=True)
-        return reply or {"status": "error", "ename": "Interrupted", "evalue": "interrupted"}
+        result.reply = self._reply or {"status": "error", "ename": "Interrupted",
+                                       "evalue": "interrupted"}
+        return result
 
-    def _reply_for(self, msg_id: str) -> dict[str, Any] | None:
-        try:
-            msg = self.kc.get_shell_msg(timeout=0)
-        except queue.Empty:
-            return None
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
-            return msg["content"]
-        return None
+    def _keep_reply(self, cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
+        self._reply = execute_reply.get("content", {})
 
-    def _pump(self, msg_id: str, cell: dict[str, Any], wait: float = 0.1) -> bool | None:
-        """Handle one IOPub message; True once our cell's kernel went idle, None if none came."""
+    async def _resync_if_needed(self) -> None:
+        """Messages went missing, or a run started and never said how it ended: fetch the
+        kernel's whole trajectory over the shell channel."""
+        m = self.mirror
+        unfinished = any(r not in m.finished for r in m.status)
+        if not m.gaps and not unfinished:
+            return
+        assert self.kc is not None
+        msg_id = self.kc.execute(SYNC_CODE, silent=True, store_history=False)
+        with contextlib.suppress(Exception):
+            reply = await self.async_wait_for_reply(msg_id)
+            data = ((reply or {}).get("content") or {}).get("rlm_sync")
+            if data:
+                m.gaps = 0
+                m.apply(data)
+                self._dirty = True
+
+    async def _drain_after_death(self) -> None:
+        """The kernel died: what it sent before dying is still queued; its last cells count."""
+        if self.kc is None:
+            return
+        while True:
+            try:
+                msg = await self.kc.iopub_channel.get_msg(timeout=0.3)
+            except Exception:  # noqa: BLE001 - queue empty (or channel gone)
+                return
+            if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self.comm_id:
+                self.receive(msg["content"].get("data") or {})
+
+    # -- rlm.cells ------------------------------------------------------------------------------
+    def receive(self, data: dict[str, Any]) -> None:
         try:
-            msg = self.kc.get_iopub_msg(timeout=wait)
-        except queue.Empty:
-            self.flush()
-            return None
-        mtype, content = msg["msg_type"], msg["content"]
-        if mtype in ("comm_msg", "comm_open") and content.get("comm_id") == self.comm_id:
-            data = content.get("data") or {}
             kind = self.mirror.apply(data)
-            self._dirty = True
-            patch = data.get("patch", {})
-            if kind == "update" and "execution_count" in patch or kind == "finish":
-                self.flush(force=True)  # a step just finished: it must survive a crash
-            return False
-        if msg["parent_header"].get("msg_id") != msg_id:
-            return False
-        if mtype == "status":
-            return content.get("execution_state") == "idle"
-        elif mtype in ("stream", "display_data", "execute_result", "error"):
-            out = nbformat.v4.output_from_msg(msg)
-            if mtype == "stream" and cell["outputs"] and cell["outputs"][-1].get("name") == out.name:
-                cell["outputs"][-1]["text"] += out.text
-            else:
-                cell["outputs"].append(out)
-            self._dirty = True
-        elif mtype == "execute_input":
-            cell["execution_count"] = content.get("execution_count")
-        return False
-
-    def flush(self, force: bool = False) -> None:
-        if not self.output or not self._dirty:
+        except ValueError as exc:
+            self.log.warning("rlm.cells: %s", exc)
             return
-        now = time.monotonic()
-        if not force and now - self._last_flush < 2.0:
-            return
-        write_notebook(self.mirror.notebook(), self.output)
-        self._dirty = False
-        self._last_flush = now
+        self._dirty = True
+        if kind in ("finish", "sync") or _finishes_a_step(data):
+            self._step_done = True
+        self.flush()
 
     def last_finish(self) -> dict[str, Any] | None:
         return list(self.mirror.finished.values())[-1] if self.mirror.finished else None
 
-    def close(self) -> None:
-        self.flush(force=True)
+    # -- the file -------------------------------------------------------------------------------
+    def flush(self, *, force: bool = False, final: bool = False) -> None:
+        """Write the notebook: always when ``final`` (validated), after a finished step, else at
+        most every ``flush_interval`` seconds. Atomic (temp file + rename)."""
+        if not self.output_path or not (self._dirty or final):
+            return
+        now = time.monotonic()
+        if not (force or final or self._step_done) and now - self._last_flush < self.flush_interval:
+            return
         try:
-            self.kc.stop_channels()
+            if final:
+                write_notebook(self.mirror.notebook(), self.output_path)
+            else:
+                _write_json(self.mirror, self.output_path)
+        except OSError as exc:  # a full disk, a vanished directory: the run goes on
+            self.write_error = f"{type(exc).__name__}: {exc.strerror or exc}"
+            return
+        self.write_error = None
+        self._dirty = self._step_done = False
+        self._last_flush = now
+
+
+def _finishes_a_step(data: dict[str, Any]) -> bool:
+    """An update that gives a step cell its outputs, alone or inside a batch."""
+    msgs = data.get("msgs", []) if data.get("type") == "batch" else [data]
+    return any(m.get("type") == "update" and "execution_count" in m.get("patch", {})
+               for m in msgs)
+
+
+def _write_json(mirror: NotebookMirror, path: str) -> None:
+    """A partial notebook, written the way nbformat writes one, minus validation (done once at
+    the end: validating a 5,000-cell notebook at every flush cost most of the runner's CPU)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    nb = {"nbformat": 4, "nbformat_minor": 5, "cells": mirror.cells,
+          "metadata": {"kernelspec": notebook_kernelspec(), "language_info": {"name": "python"}}}
+    fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(nb, f, ensure_ascii=False, indent=1, sort_keys=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _sigint_handler(loop: asyncio.AbstractEventLoop, handler: Any) -> Any:
+    """Route Ctrl-C to ``handler`` while a cell runs (main thread only; elsewhere a no-op)."""
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (RuntimeError, ValueError, NotImplementedError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def error_text(reply: dict[str, Any]) -> str:
+    return redact(f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}")
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine of the runner from synchronous code (the CLI, the eval runner)."""
+    if sys.platform == "win32":  # pragma: no cover - zmq's asyncio needs the selector loop
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())
+    return asyncio.run(coro)
+
+
+class HeadlessKernel:
+    """:class:`HeadlessRunner` for synchronous code (scripts, benchmarks, the eval runner, tests):
+    one kernel, started at construction, cells executed one at a time on a private event loop."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self.runner = HeadlessRunner(**kwargs)
+        try:
+            self._loop.run_until_complete(self.runner.astart())
+        except BaseException:
+            self._loop.close()
+            raise
+
+    @property
+    def mirror(self) -> NotebookMirror:
+        return self.runner.mirror
+
+    @property
+    def km(self) -> Any:
+        return self.runner.km
+
+    def execute(self, code: str, *, record: bool = True) -> dict[str, Any]:
+        """Run one cell; its execute reply's content."""
+        return self._loop.run_until_complete(self.runner.aexecute(code, record=record)).reply
+
+    def last_finish(self) -> dict[str, Any] | None:
+        return self.runner.last_finish()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.run_until_complete(self.runner.aclose())
         finally:
-            if self.km.is_alive():
-                self.km.shutdown_kernel(now=True)
+            self._loop.close()
 
     def __enter__(self) -> HeadlessKernel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def error_text(reply: dict[str, Any]) -> str:
-    return redact(f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}")

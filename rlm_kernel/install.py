@@ -8,39 +8,23 @@ import os
 import shutil
 import sys
 import tempfile
-from importlib import resources
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-__all__ = ["KERNEL_NAME", "DISPLAY_NAME", "kernel_json", "install", "main"]
+from .kernelspec import DISPLAY_NAME, KERNEL_NAME, kernel_json
 
-KERNEL_NAME = "rlm"
-DISPLAY_NAME = "RLM (Python 3)"
-
-
-def kernel_json(python: str | None = None) -> dict[str, object]:
-    """The spec; an absolute interpreter path so an editable checkout's kernel is this Python."""
-    return {
-        "argv": [python or sys.executable, "-m", "rlm_kernel", "-f", "{connection_file}"],
-        "display_name": DISPLAY_NAME,
-        "language": "python",
-        "interrupt_mode": "signal",
-        "metadata": {"debugger": False},
-    }
+__all__ = ["install", "main"]
 
 
 def _logo_dir() -> str | None:
+    """The logos: ``rlm_kernel/logos`` in an installed wheel, ``kernelspec/`` in a checkout."""
     for candidate in (
-        os.path.join(os.path.dirname(__file__), "kernelspec"),
+        os.path.join(os.path.dirname(__file__), "logos"),
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "kernelspec"),
     ):
         if os.path.isdir(candidate):
             return candidate
-    try:
-        path = resources.files("rlm_kernel") / "kernelspec"
-        return str(path) if path.is_dir() else None
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
+    return None
 
 
 def install(user: bool = False, prefix: str | None = None) -> str:

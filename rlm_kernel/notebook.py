@@ -14,7 +14,9 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .kernelspec import notebook_kernelspec
 from .outputs import outputs_to_text, truncate
+from .states import CallState, StepState
 from .trajectory import Run, Step, SubCall
 
 __all__ = [
@@ -110,7 +112,7 @@ def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
 
 def step_cell(run: Run, step: Step) -> dict[str, Any]:
     """A root step as a runnable code cell: marker line, then the code; real outputs."""
-    source = f"{marker(run.run_id, step.n, step.status == 'stale')}\n{step.code or ''}"
+    source = f"{marker(run.run_id, step.n, step.status == StepState.STALE)}\n{step.code or ''}"
     cell = new_code_cell(source, metadata=_meta("step", run, step=step.n, status=step.status,
                                                 record=_step_record(step, keep_outputs=False)))
     cell["id"] = cell_id(run.run_id, f"s{step.n}")
@@ -140,10 +142,10 @@ def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
 
 
 def llm_outputs(call: SubCall) -> list[dict[str, Any]]:
-    if call.status == "ok" and call.response is not None:
+    if call.status == CallState.OK and call.response is not None:
         return [{"output_type": "execute_result", "data": {"text/plain": call.response},
                  "metadata": {}, "execution_count": None}]
-    if call.status in ("error", "cancelled"):
+    if call.status in (CallState.ERROR, CallState.CANCELLED):
         return [{"output_type": "stream", "name": "stderr",
                  "text": f"[{call.status}] {call.error or ''}\n"}]
     return []
@@ -217,7 +219,7 @@ def run_cells(run: Run, runs: dict[str, Run] | None = None, query_source_text: s
             cells.append(step_cell(run, step))
         cells += [llm_cell(run, c) for c in run.subcalls.values() if c.step == step.n]
         cells += _children_of(run, step.n, runs)
-    if run.status not in ("running", "paused"):
+    if run.status.ended:
         cells.append(final_cell(run))
     return cells
 
@@ -230,7 +232,7 @@ def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
 
     all_runs = all_runs or {r.run_id: r for r in runs}
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "rlm", "display_name": "RLM (Python 3)", "language": "python"}
+    nb.metadata["kernelspec"] = notebook_kernelspec()
     nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
     nb.metadata["rlm"] = {"version": FORMAT_VERSION, "runs": [r.run_id for r in runs]}
     cells: list[dict[str, Any]] = list(extra_cells or [])
@@ -243,6 +245,7 @@ def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
 
 def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
     """Validate, then write atomically (a crash mid-write must not leave half a trajectory)."""
+    import contextlib
     import os
     import tempfile
 
@@ -252,12 +255,17 @@ def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        nbformat.write(nb, f)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a notebook is an ordinary file
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a notebook is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk must not leave temp files behind
+            os.unlink(tmp)
+        raise
 
 
 def _text_of(outputs: list[Any]) -> str | None:
@@ -281,9 +289,10 @@ def runs_from_notebook(nb: Any) -> dict[str, Run]:
             run.status = meta["header"].get("status", run.status)
             runs[rid] = run
             continue
-        run = runs.get(rid)
-        if run is None:
+        found = runs.get(rid)
+        if found is None:
             continue
+        run = found
         if kind in ("step", "thought") and "record" in meta:
             rec = dict(meta["record"])
             step = Step.from_dict(rec)
@@ -325,6 +334,6 @@ def recorded_responses(runs: dict[str, Run]) -> dict[str, str]:
             if step.cache_key and step.reply:
                 out[step.cache_key] = step.reply
         for call in run.subcalls.values():
-            if call.cache_key and call.response is not None and call.status == "ok":
+            if call.cache_key and call.response is not None and call.status == CallState.OK:
                 out[call.cache_key] = call.response
     return out

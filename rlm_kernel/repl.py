@@ -17,7 +17,7 @@ import functools
 import itertools
 import threading
 import types
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 from .budgets import Budget
@@ -27,6 +27,7 @@ from .lm import Completion, LMClient
 from .observer import RunObserver
 from .prompt_store import PromptStore
 from .prompts import final_var_missing_message
+from .states import CallState
 from .trajectory import Run, SubCall, new_id, preview, sha256_text
 
 __all__ = ["Repl", "PROTECTED_NAMES"]
@@ -41,7 +42,13 @@ ChildRunner = Callable[[str, Any, int], str]
 
 
 class Repl:
-    """Binds one run's REPL functions to a namespace (a dict, or the kernel's ``user_ns``)."""
+    """Binds one run's REPL functions to a namespace (a dict, or the kernel's ``user_ns``).
+
+    Longer than most classes here, on purpose: every name the model calls (``llm``,
+    ``llm_batch``, ``rlm``, ``FINAL``...) shares one per-step state (the step's call numbering,
+    its FINAL, the protected names) and one record (the run's sub-calls); split apart, each piece
+    would need all of it back.
+    """
 
     def __init__(
         self,
@@ -113,6 +120,12 @@ class Repl:
         self.budget.check_all()
         self.budget.charge_subcalls(n)
 
+    def _sending(self, call: SubCall) -> None:
+        """Just before a call's request leaves (it has its concurrency slot): the run's budgets
+        still allow it, and it is no longer queued but in flight."""
+        self.budget.check_sending()
+        call.move(CallState.INFLIGHT)
+
     def begin_step(self, n: int | None) -> None:
         """A step (re)starts: its sub-calls are numbered from 1 again.
 
@@ -139,7 +152,7 @@ class Repl:
             step=self.current_step, batch_id=batch_id, batch_index=index,
             prompt=prompt if len(prompt) <= self.config.record_prompt_chars else None,
             prompt_preview=preview(prompt, 400), prompt_chars=len(prompt),
-            prompt_sha256=sha256_text(prompt), status="inflight",
+            prompt_sha256=sha256_text(prompt), status=CallState.QUEUED,
         )
         call.cache_key = self.client.key_for(_messages(prompt), model)
         self.prompts[call.call_id] = prompt
@@ -153,11 +166,11 @@ class Repl:
             call.usage = result.usage
             call.latency_s = result.latency_s
             call.cached = result.cached
-            call.status = "ok"
+            call.move(CallState.OK)
             with self._lock:
                 self.run.usage.add(result.usage)
         else:
-            call.status = "cancelled" if isinstance(result, RunStopped) else "error"
+            call.move(CallState.CANCELLED if isinstance(result, RunStopped) else CallState.ERROR)
             call.error = str(result) or type(result).__name__
         self.observer.subcall_finished(self.run, call)
 
@@ -169,8 +182,9 @@ class Repl:
         call = self._new_call(text, model)
         self.observer.subcall_started(self.run, call)
         try:
-            result = self.client.complete(_messages(text), model=model, depth=self.depth + 1,
-                                          key=call.cache_key)
+            result = self.client.loop.run(self.client.acomplete(
+                _messages(text), model=model, depth=self.depth + 1, key=call.cache_key,
+                precheck=functools.partial(self._sending, call)))
         except (ModelCallError, ReplayMissError, RunStopped) as exc:
             self._finish(call, exc)
             raise
@@ -187,7 +201,7 @@ class Repl:
         lazily: the next prompt is built only when one of ``concurrency`` slots frees, so a batch
         over a huge context never holds more than that many prompts at a time.
         """
-        if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
             raise TypeError("llm_batch expects a list of prompts; for one prompt use llm(prompt)")
         if not isinstance(prompts, Sized):
             return self._answers(self._stream(iter(prompts), model or self.config.subcall_model))
@@ -206,7 +220,7 @@ class Repl:
         # even finish before its cell is announced: observers must take either order).
         fut = self.client.loop.submit(self.client.acomplete_many(
             [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
-            keys=[c.cache_key for c in calls], precheck=self.budget.check_sending,
+            keys=[c.cache_key for c in calls], precheck=lambda i: self._sending(calls[i]),
         ))
         try:
             for call in calls:
@@ -215,7 +229,7 @@ class Repl:
         except BaseException:
             fut.cancel()
             for call in calls:
-                if call.status == "inflight":
+                if not call.status.settled:
                     self._finish(call, RunStopped("interrupted"))
             raise
         return self._answers(results)
@@ -233,7 +247,7 @@ class Repl:
         batch_id: str | None = None
 
         def settle(call: SubCall, fut: concurrent.futures.Future[Completion]) -> None:
-            if call.status == "inflight":
+            if not call.status.settled:
                 self._finish(call, _outcome(fut))
             slots.release()
 
@@ -254,7 +268,7 @@ class Repl:
                     call = self._new_call(text, model, batch_id, index)
                     fut = self.client.loop.submit(self.client.acomplete(
                         _messages(text), model=model, depth=self.depth + 1, key=call.cache_key,
-                        precheck=self.budget.check_sending))
+                        precheck=functools.partial(self._sending, call)))
                     del text
                     futures.append(fut)
                     self.observer.subcall_started(self.run, call)

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .states import CallState, RunState, StepState, advance
+
 __all__ = ["Usage", "ContextInfo", "SubCall", "Step", "Run", "new_id", "sha256_text", "preview"]
 
 PREVIEW_CHARS = 240
@@ -156,23 +158,32 @@ class SubCall:
     prompt_chars: int = 0
     prompt_sha256: str = ""
     response: str | None = None
-    status: str = "pending"  # pending | inflight | ok | error | cancelled
+    status: CallState = CallState.QUEUED
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     cache_key: str = ""
     cached: bool = False
     edited: bool = False
+    stale: bool = False  # its step was made stale by an edit of an earlier step
+
+    def __post_init__(self) -> None:
+        self.status = _call_state(self.status)
+
+    def move(self, new: CallState) -> None:
+        self.status = advance(self.status, new)
 
     def to_dict(self) -> dict[str, Any]:
         # Built directly (not dataclasses.asdict, which deep-copies): this runs twice per sub-call.
         d = {f: getattr(self, f) for f in _SUBCALL_FIELDS}
+        d["status"] = str(self.status)
         d["usage"] = self.usage.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubCall:
         obj = _from_dict(cls, data)
+        obj.status = _call_state(data.get("status"))
         obj.usage = Usage.from_dict(data.get("usage"))
         return obj
 
@@ -197,18 +208,36 @@ class Step:
     exec_s: float = 0.0
     cache_key: str = ""
     execution_count: int | None = None
-    status: str = "proposed"  # proposed | running | done | stale
+    status: StepState = StepState.PROPOSED
     edited: bool = False
     nudge: str | None = None  # the message sent back when the reply had nothing to run
 
+    def __post_init__(self) -> None:
+        self.status = StepState(self.status)
+
+    def move(self, new: StepState) -> None:
+        self.status = advance(self.status, new)
+
+    @property
+    def live(self) -> bool:
+        """Part of the trajectory as it now stands (not made stale by an earlier edit)."""
+        return self.status != StepState.STALE
+
+    @property
+    def executed(self) -> bool:
+        """Its code ran (or it had none): its output belongs in the model's history."""
+        return self.status == StepState.DONE
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["status"] = str(self.status)
         d["usage"] = self.usage.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:
         obj = _from_dict(cls, data)
+        obj.status = StepState(data.get("status") or StepState.PROPOSED)
         obj.usage = Usage.from_dict(data.get("usage"))
         return obj
 
@@ -228,17 +257,71 @@ class Run:
     steps: list[Step] = field(default_factory=list)
     subcalls: dict[str, SubCall] = field(default_factory=dict)
     answer: str | None = None
-    status: str = "running"  # running | paused | final | stopped | error
+    status: RunState = RunState.RUNNING
     stop_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.time)
     ended: float | None = None
+    active_s: float = 0.0  # time spent running, summed over its stretches (pauses excluded)
+    resumed_at: float | None = None  # when the current running stretch began
     settings: dict[str, Any] = field(default_factory=dict)  # non-secret budgets and options
     children: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.status = RunState(self.status)
+
+    def move(self, new: RunState) -> None:
+        self.status = advance(self.status, new)
+
+    def clock_start(self) -> None:
+        """A running stretch begins (a start, a continue, a step)."""
+        if self.resumed_at is None:
+            self.resumed_at = time.time()
+
+    def clock_stop(self) -> None:
+        """A running stretch ends (a pause, the end): its time is added to ``active_s``."""
+        if self.resumed_at is not None:
+            self.active_s += max(0.0, time.time() - self.resumed_at)
+            self.resumed_at = None
+
     @property
     def elapsed_s(self) -> float:
-        return (self.ended or time.time()) - self.started
+        """Active time: what the run spent running, not the time a human spent editing."""
+        running = time.time() - self.resumed_at if self.resumed_at is not None else 0.0
+        return self.active_s + running
+
+    def tree(self, runs: dict[str, Run]) -> list[Run]:
+        """This run and its rlm() descendants (the runs that share its budgets)."""
+        out, todo = [], [self]
+        while todo:
+            run = todo.pop()
+            out.append(run)
+            todo += [runs[c] for c in run.children if c in runs]
+        return out
+
+    def step(self, n: int) -> Step | None:
+        return next((s for s in self.steps if s.n == n), None)
+
+    @property
+    def live_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.live]
+
+    @property
+    def last_step_number(self) -> int:
+        """Step numbers are never reused (stale steps keep theirs), so cell ids stay unique."""
+        return max((s.n for s in self.steps), default=0)
+
+    def mark_stale_after(self, n: int) -> list[Step]:
+        """An edit of step ``n`` became the new truth: every later live step, and the sub-calls
+        they made, no longer follow from the trajectory. Returns the steps made stale."""
+        stale = [s for s in self.steps if s.n > n and s.live]
+        for step in stale:
+            step.move(StepState.STALE)
+        numbers = {s.n for s in stale}
+        for call in self.subcalls.values():
+            if call.step in numbers:
+                call.stale = True
+        return stale
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,16 +330,28 @@ class Run:
             "parent_step": self.parent_step,
             "context": self.context.to_dict(), "steps": [s.to_dict() for s in self.steps],
             "subcalls": {k: v.to_dict() for k, v in self.subcalls.items()},
-            "answer": self.answer, "status": self.status, "stop_reason": self.stop_reason,
+            "answer": self.answer, "status": str(self.status), "stop_reason": self.stop_reason,
             "usage": self.usage.to_dict(), "started": self.started, "ended": self.ended,
+            "active_s": self.elapsed_s,
             "settings": dict(self.settings), "children": list(self.children),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Run:
         run = _from_dict(cls, data)
+        run.status = RunState(data.get("status") or RunState.RUNNING)
+        run.resumed_at = None  # a loaded record is not running in this process
+        if "active_s" not in data and run.ended:  # recorded before active time was kept
+            run.active_s = max(0.0, run.ended - run.started)
         run.context = ContextInfo.from_dict(data.get("context"))
         run.steps = [Step.from_dict(s) for s in data.get("steps", [])]
         run.subcalls = {k: SubCall.from_dict(v) for k, v in data.get("subcalls", {}).items()}
         run.usage = Usage.from_dict(data.get("usage"))
         return run
+
+
+def _call_state(value: Any) -> CallState:
+    """Records written before states were typed said "pending" for a queued call."""
+    if value in (None, "pending"):
+        return CallState.QUEUED
+    return CallState(value)

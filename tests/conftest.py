@@ -24,6 +24,7 @@ Helpers: ``repl_block(code)`` (a root reply), ``count_prompt(n)`` (a sub-prompt 
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -39,13 +40,37 @@ from rlm_kernel import RLM
 from rlm_kernel.lm import LMClient
 from rlm_kernel.scripted import FaultPlan, ScriptedModel, ScriptedServer, ScriptedTransport
 
-_ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL", "RLM_SUB_MODEL", "RLM_CONCURRENCY")
+_ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL", "RLM_SUB_MODEL", "RLM_CONCURRENCY",
+             "RLM_PANEL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user's IPython and Jupyter directories never meet a test (history, config, kernelspecs,
+    runtime files): each session gets its own, with the ``rlm`` kernelspec installed there."""
+    from rlm_kernel.install import install
+
+    root = tmp_path_factory.mktemp("home")
+    prefix = root / "prefix"
+    install(prefix=str(prefix))
+    env = {
+        "IPYTHONDIR": str(root / "ipython"),
+        "JUPYTER_CONFIG_DIR": str(root / "jupyter-config"),
+        "JUPYTER_DATA_DIR": str(root / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(root / "jupyter-runtime"),
+        "JUPYTER_PATH": str(prefix / "share" / "jupyter"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield
 
 
 @pytest.fixture(autouse=True)
 def _no_model_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's real OPENAI_API_KEY / RLM_MODEL must never reach a test (or a paid API)."""
-    for name in _ENV_VARS:
+    for name in [*_ENV_VARS, *(k for k in os.environ if k.startswith("RLM_"))]:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -8,7 +8,7 @@ import pytest
 from support import TEST_KEY, repl_block
 
 from rlm_kernel import RLM, ConfigError, RLMConfig, RunResult
-from rlm_kernel.api import SCRIPTED_BANNER
+from rlm_kernel.scripted import SCRIPTED_BANNER
 
 
 def test_scripted_default_answers_a_needle_in_a_million_characters(needle_haystack) -> None:
@@ -94,7 +94,7 @@ def test_settings_are_keywords_and_validated() -> None:
     assert base.max_steps == 9
     with pytest.raises(ConfigError, match="concurrency must be at least 1"):
         RLM(concurrency=0)
-    with pytest.raises(ConfigError, match="max_steps cannot be 0"):
+    with pytest.raises(ConfigError, match="max_steps must be at least 1, not 0"):
         RLM(max_steps=0)
 
 

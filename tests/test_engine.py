@@ -252,7 +252,7 @@ def test_a_failed_sub_call_is_an_error_in_the_step_not_the_end(rlm_inproc) -> No
                      max_retries=0)
     res = rlm.run("q", "ctx")
     assert res.answer == "went on"
-    assert res.steps[0].error.startswith("ModelCallError: model 'gpt-not-served' was not found")
+    assert res.steps[0].error.startswith("ModelNotFound: model 'gpt-not-served' was not found")
     (call,) = res.run.subcalls.values()
     assert call.status == "error" and "404" in call.error
 
@@ -343,7 +343,7 @@ def test_keyboard_interrupt_in_a_step_stops_the_run(rlm_inproc) -> None:
     rlm = rlm_inproc([repl_block("print('working')\nraise KeyboardInterrupt"), "FINAL(no)"])
     res = rlm.run("q", "ctx")
     assert res.status == "stopped" and res.answer is None
-    assert res.stop_reason == "stopped: interrupted during step 1"
+    assert res.stop_reason == "interrupted during step 1"
     assert len(rlm.transport.root_requests()) == 1
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from rlm_kernel import evals
-from rlm_kernel.evals import oolong, oolong_pairs, questions, sniah
 from rlm_kernel.evals.scoring import (
     parse_oolong_answer,
     parse_pairs,
@@ -28,8 +27,9 @@ from rlm_kernel.evals.scoring import (
 )
 from rlm_kernel.parsing import parse_reply
 from rlm_kernel.prompts import first_user_message, step_feedback, system_prompt
-from rlm_kernel.scripted import eval_policies
+from rlm_kernel.scripted import task_policies as eval_policies
 from rlm_kernel.scripted.policies import root_reply, sub_answer
+from rlm_kernel.tasks import oolong, oolong_pairs, questions, sniah
 from rlm_kernel.trajectory import ContextInfo
 
 ROW_RE = re.compile(r"^Date: [A-Z][a-z]{2} \d{2}, \d{4} \|\| User: \d{5} \|\| Instance: (.+)$")

@@ -21,8 +21,8 @@ def omitted(text: str) -> list[int]:
     return [int(n.replace(",", "")) for n in OMITTED.findall(text)]
 
 
-def run(ex: InProcessExecutor, code: str, timeout: float | None = 30.0, label: str = "rlm step 1"):
-    return asyncio.run(ex.execute(code, timeout=timeout, label=label))
+def run(ex: InProcessExecutor, code: str, timeout: float | None = 30.0, step: int = 1):
+    return asyncio.run(ex.execute(code, timeout=timeout, run_id="rtest", step=step))
 
 
 # ------------------------------------------------------------------------------------ truncate
@@ -130,7 +130,7 @@ def test_executor_five_megabyte_print_stays_bounded() -> None:
 
 def test_executor_error_has_traceback_of_the_step_only() -> None:
     ex = InProcessExecutor()
-    res = run(ex, "def f(n):\n    return 10 / n\n\nprint('before')\nf(0)", label="rlm step 3")
+    res = run(ex, "def f(n):\n    return 10 / n\n\nprint('before')\nf(0)", step=3)
     assert res.error == "ZeroDivisionError: division by zero"
     err = res.outputs[-1]
     assert err["output_type"] == "error" and err["ename"] == "ZeroDivisionError"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import oolong, oolong_pairs, sniah
+from ..tasks import oolong, oolong_pairs, sniah
+from ..tasks.base import CHARS_PER_TOKEN, Task, approx_tokens, load_task, write_task
 from .scoring import score, score_oolong, score_pairs, score_sniah
-from .tasks import CHARS_PER_TOKEN, Task, approx_tokens, load_task, write_task
 
 __all__ = [
     "GENERATORS",

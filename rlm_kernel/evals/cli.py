@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = settings.config()
         if cfg.scripted:
-            from ..api import SCRIPTED_BANNER
+            from ..scripted import SCRIPTED_BANNER
 
             print(SCRIPTED_BANNER, file=sys.stderr)
         report = run_eval(settings)

@@ -1,6 +1,6 @@
 """The eval runner behind ``rlm-kernel eval``: generate, run, score, tabulate.
 
-For every generated task it writes the task files (:func:`~rlm_kernel.evals.tasks.write_task`: context,
+For every generated task it writes the task files (:func:`~rlm_kernel.tasks.base.write_task`: context,
 public JSON, hidden answer key), runs one baseline, writes one trajectory notebook
 ``<task_id>.ipynb``, scores the answer with the family's published scorer and keeps a row; at the end
 it prints the table and saves it as ``results.json`` and ``results.md``.
@@ -21,7 +21,7 @@ Baselines (the RLM paper's comparison points):
 Two ways to run a task (``via``): ``library`` (default) drives the engine in this process through
 :class:`~rlm_kernel.api.RLM` (fast, one client per task so usage and cache never leak between
 tasks); ``kernel`` starts a real ``rlm`` kernel per task through
-:class:`~rlm_kernel.headless.HeadlessKernel`, so the notebook is the one the ``rlm.cells`` protocol
+:class:`~rlm_kernel.headless.HeadlessRunner`, so the notebook is the one the ``rlm.cells`` protocol
 built, exactly as ``rlm-kernel run`` writes it. ``direct`` never needs a REPL and always runs in
 process.
 
@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 
 from ..config import RLMConfig
+from ..tasks.base import CHARS_PER_TOKEN, Task, write_task
 from . import generate
 from .scoring import score
-from .tasks import CHARS_PER_TOKEN, Task, write_task
 
 if TYPE_CHECKING:
     from ..trajectory import SubCall, Usage
@@ -359,7 +359,7 @@ def _read_kernel_notebook(path: Path) -> tuple[dict[str, float], int, dict[str, 
 
 def _run_kernel(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Path],
                 notebook: Path) -> TaskResult:
-    from ..headless import HeadlessKernel, error_text
+    from ..headless import HeadlessRunner, error_text, run_sync
 
     settings: list[str] = []
     if s.prices:
@@ -370,22 +370,26 @@ def _run_kernel(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Pa
     cells.append(f"%rlm load {shlex.quote(str(paths['context'].resolve()))}")
     head = "%%rlm" + (f" --max-steps {s.max_steps}" if s.max_steps else "")
     query_cell = f"{head}\n{task.query}"
-    note = ""
-    wall = 0.0
-    # The kernel shares our working directory: its IPC sockets are paths relative to it.
-    with HeadlessKernel(env=_kernel_env(s), output=str(notebook)) as kernel:
-        for code in cells:
-            reply = kernel.execute(code)
-            if reply.get("status") != "ok":
-                note = f"setup cell failed: {error_text(reply)}"
-                break
-        else:
+    runner = HeadlessRunner(env=_kernel_env(s), output=str(notebook))
+
+    async def drive() -> tuple[str, float]:
+        await runner.astart()
+        try:
+            for code in cells:
+                res = await runner.aexecute(code)
+                if res.reply.get("status") != "ok":
+                    return f"setup cell failed: {error_text(res.reply)}", 0.0
             started = time.perf_counter()
-            reply = kernel.execute(query_cell)
+            res = await runner.aexecute(query_cell)
             wall = time.perf_counter() - started
-            if reply.get("status") != "ok" and kernel.last_finish() is None:
-                note = error_text(reply)
-        finish = kernel.last_finish() or {}
+            if res.reply.get("status") != "ok" and runner.last_finish() is None:
+                return error_text(res.reply), wall
+            return "", wall
+        finally:
+            await runner.aclose()
+
+    note, wall = run_sync(drive())
+    finish = runner.last_finish() or {}
     usage, subcalls, final = _read_kernel_notebook(notebook)
     # The final cell first; else the finish message (``outcome``; ``state`` in earlier drafts).
     answer = final.get("answer", finish.get("answer"))
@@ -406,13 +410,15 @@ def _direct_notebook(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[st
     """The direct baseline's trajectory: what was asked, the one ``%%llm`` call (if any) with its
     response, and the ending; the same cell kinds and metadata as an RLM trajectory."""
     from ..notebook import final_cell, llm_cell, to_notebook
+    from ..states import RunState
     from ..trajectory import ContextInfo, Run, new_id
 
     run = Run(run_id=new_id("r"), query=task.query, model=cfg.root_model,
               sub_model=cfg.root_model,
               context=ContextInfo.describe(task.context, str(paths["context"].resolve())),
               settings={**cfg.settings(), "baseline": "direct", "window_tokens": s.window_tokens},
-              status=status, answer=answer, stop_reason=reason)
+              status=RunState(status) if status in RunState.__members__.values()
+              else RunState.STOPPED, answer=answer, stop_reason=reason)
     run.ended = time.time()
     if usage is not None:
         run.usage.add(usage)
@@ -436,9 +442,10 @@ def _direct_notebook(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[st
 
 def _run_direct(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Path],
                 notebook: Path) -> TaskResult:
+    from ..connect import open_client
     from ..errors import ModelCallError
-    from ..lm import LMClient
     from ..notebook import write_notebook
+    from ..states import CallState
     from ..trajectory import SubCall, new_id, preview, sha256_text
 
     prompt = direct_prompt(task)
@@ -452,14 +459,14 @@ def _run_direct(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Pa
     model = cfg.root_model
     call = SubCall(call_id=new_id("c"), model=model, depth=0, prompt=None,
                    prompt_preview=preview(prompt, 400), prompt_chars=len(prompt),
-                   prompt_sha256=sha256_text(prompt), status="inflight")
-    client = LMClient(cfg)
+                   prompt_sha256=sha256_text(prompt), status=CallState.INFLIGHT)
+    client = open_client(cfg)
     started = time.perf_counter()
     try:
         comp = client.complete([{"role": "user", "content": prompt}], model=model, depth=0)
     except ModelCallError as exc:
         wall = time.perf_counter() - started
-        call.status, call.error = "error", str(exc)
+        call.status, call.error = CallState.ERROR, str(exc)
         nb = _direct_notebook(task, s, cfg, paths, call, "error", None, str(exc), None)
         write_notebook(nb, str(notebook))
         return _row(task, s, notebook, score=0.0, status="error", answer=None, note=str(exc),
@@ -467,7 +474,7 @@ def _run_direct(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Pa
     finally:
         client.close()
     wall = time.perf_counter() - started
-    call.status, call.response, call.usage = "ok", comp.text, comp.usage
+    call.status, call.response, call.usage = CallState.OK, comp.text, comp.usage
     call.latency_s, call.cache_key = comp.latency_s, comp.cache_key
     nb = _direct_notebook(task, s, cfg, paths, call, "final", comp.text, None, comp.usage)
     write_notebook(nb, str(notebook))

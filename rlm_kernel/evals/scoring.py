@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .oolong import COMPARISON_PHRASES
-from .tasks import Task
+from ..tasks.base import Task
+from ..tasks.oolong import COMPARISON_PHRASES
 
 __all__ = [
     "score",

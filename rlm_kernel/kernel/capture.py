@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import StepTimeout
 from ..executor import ExecResult, step_deadline
+from ..notebook import marker
 from ..outputs import BoundedText, error_output, stream_output
 
 __all__ = ["ShellExecutor", "OutputRecorder"]
@@ -164,13 +165,15 @@ class ShellExecutor:
         self.shell = shell
         self.namespace = shell.user_ns
         self.capture_chars = capture_chars
-        self.source_prefix = ""  # the marker line, set per step by the run manager
-        self.on_blocking: Any = None  # callback(bool): the kernel's SIGINT routing
+        self.blocking = False  # inside a step's synchronous code (the kernel's SIGINT routing)
 
-    async def execute(self, code: str, *, timeout: float | None, label: str,
+    async def execute(self, code: str, *, timeout: float | None, run_id: str, step: int,
                       passthrough: bool = False) -> ExecResult:
+        """Run step ``step`` of ``run_id``. A model's step gets its marker line prepended (so its
+        cell is recognisable anywhere); a human's re-run (``passthrough``) already has it, and its
+        outputs also go to the human's cell as usual."""
         shell = self.shell
-        source = f"{self.source_prefix}\n{code}" if self.source_prefix else code
+        source = code if passthrough else f"{marker(run_id, step)}\n{code}"
         recorder = OutputRecorder(passthrough, self.capture_chars)
         count = shell.execution_count
         started = time.perf_counter()
@@ -180,8 +183,7 @@ class ShellExecutor:
             # Model code calling exit()/quit() must not shut the kernel down (a human may):
             # IPython's exit() sets keepkernel itself, so the request is refused at ask_exit.
             shell.ask_exit = _refuse_exit
-        if self.on_blocking:
-            self.on_blocking(True)
+        self.blocking = True
         try:
             with recorder.capture(shell), step_deadline(timeout):
                 transformed = shell.transform_cell(source)
@@ -198,8 +200,7 @@ class ShellExecutor:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            if self.on_blocking:
-                self.on_blocking(False)
+            self.blocking = False
             if not passthrough:
                 with contextlib.suppress(AttributeError):
                     del shell.ask_exit  # back to the class's method

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from IPython.display import Markdown, display
 
+from ..observer import RunObserver
 from ..outputs import truncate
 from ..trajectory import Run, Step
 
-__all__ = ["show_step", "show_end"]
+__all__ = ["show_step", "show_end", "QueryCellView"]
 
 
 def _fence(text: str, lang: str = "") -> str:
@@ -40,3 +41,11 @@ def show_end(run: Run, usage_line: str) -> None:
         display({"text/markdown": md, "text/plain": f"FINAL: {run.answer}\n{usage_line}"}, raw=True)
     else:
         display(Markdown(f"**Run {run.status}:** {run.stop_reason}\n\n<sub>{usage_line}</sub>"))
+
+
+class QueryCellView(RunObserver):
+    """Without a mirroring front-end, the query cell itself shows each finished root step."""
+
+    def step_finished(self, run: Run, step: Step) -> None:
+        if run.depth == 0:
+            show_step(run, step)

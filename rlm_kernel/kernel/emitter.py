@@ -1,8 +1,15 @@
-"""Turning a run's events into ``rlm.cells`` messages, off the hot path.
+"""Turning a run's events into ``rlm.cells`` messages, off the hot path, in batches.
 
-Observer hooks only enqueue (sub-call hooks run on the model client's loop thread, where a slow
-``comm.send`` would delay the next request); one sender thread drains the queue in order every
-20 ms and adds a throttled ``status`` message while a run is live.
+Observer hooks only build the cell and enqueue (sub-call hooks run on the model client's loop
+thread, where a slow ``comm.send`` would delay the next request). One sender thread drains the
+queue in order every ``FLUSH_S`` and sends what it found as one ``batch`` message, folding an
+``update`` into a queued ``insert`` of the same cell and successive updates of one cell into one:
+a sub-call that starts and ends within a flush costs one inner message, and a 5,000-call batch is a
+few hundred comm messages instead of 10,000 (IOPub and jupyter_server's rate limit drop messages
+under such floods). A throttled ``status`` rides along while the run is live.
+
+The emitter's one dependency is its :class:`CellSink` (the kernel's front-end channel): ``send`` a
+message, and ``barrier`` to learn when everything sent so far has left the process.
 """
 
 from __future__ import annotations
@@ -10,48 +17,47 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .. import cells
-from ..notebook import (
-    child_run_cells,
-    final_cell,
-    llm_cell,
-    query_cell,
-    step_cell,
-    thought_cell,
-)
+from ..notebook import child_run_cells, final_cell, llm_cell, query_cell, step_cell, thought_cell
 from ..observer import RunObserver
+from ..states import RunState
 from ..trajectory import Run, Step, SubCall
 
-__all__ = ["CellEmitter"]
+__all__ = ["CellEmitter", "CellSink", "FLUSH_S", "STATUS_S"]
 
-Send = Callable[[dict[str, Any]], None]
+#: How often the sender thread sends what was queued (a live view stays live at this rate).
+FLUSH_S = 0.02
+#: Least time between two status messages while a run is live.
+STATUS_S = 0.25
+
+
+class CellSink(Protocol):
+    def send(self, msg: dict[str, Any]) -> None: ...
+
+    def barrier(self, done: threading.Event) -> None: ...
 
 
 class CellEmitter(RunObserver):
-    """One per root run: knows where its cells go (after the query cell, in trajectory order)."""
+    """One per drive of a root run: knows where its cells go (after the query cell, in order)."""
 
-    def __init__(self, send: Send, *, anchor: str | None, query_id: str,
-                 status_of: Callable[[], dict[str, Any]], runs: dict[str, Run],
-                 on_step_done: Callable[[Run, Step], None] | None = None,
-                 io_barrier: Callable[[threading.Event], None] | None = None) -> None:
-        self.send_now = send
+    def __init__(self, sink: CellSink, root: Run, runs: dict[str, Run], *, anchor: str | None,
+                 query_id: str, known: list[str] | None = None) -> None:
+        """``known``: ids of the run's cells that front-ends already have, in order (a resumed
+        run's); new cells go after the last of them, known ones are updated in place."""
+        self.sink = sink
+        self.root = root
+        self.runs = runs
         self.anchor = anchor
         self.query_id = query_id
-        self.status_of = status_of
-        self.runs = runs
-        self.on_step_done = on_step_done
-        self.io_barrier = io_barrier
-        self.last_id: str = query_id
-        self.inserted: set[str] = set()
+        self.last_id: str = known[-1] if known else query_id
+        self.inserted: set[str] = set(known or ())
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._calls_lock = threading.Lock()  # a call's cell: snapshot and enqueue as one
         self._live = False
         self._thread: threading.Thread | None = None
-        self.sent = 0
+        self.sent = 0  # comm messages sent (tests and benchmarks read it)
 
     # -- plumbing ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -60,7 +66,7 @@ class CellEmitter(RunObserver):
             self._thread = threading.Thread(target=self._drain, name="rlm-cells", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         """Flush everything queued, then stop the sender."""
         self._live = False
         self._q.put(None)
@@ -68,59 +74,52 @@ class CellEmitter(RunObserver):
             self._thread.join(timeout)
             self._thread = None
 
-    def _drain(self) -> None:
-        last_status = 0.0
-        while True:
-            try:
-                msg = self._q.get(timeout=0.02)
-            except queue.Empty:
-                msg = ...
-            if msg is None:
-                self._flush_rest()
-                return
-            if isinstance(msg, threading.Event):
-                self._release(msg)
-            elif msg is not ...:
-                self._send(msg)
-            now = time.monotonic()
-            if self._live and now - last_status >= 0.25:
-                last_status = now
-                self._send(self.status_of())
-
-    def _flush_rest(self) -> None:
-        while True:
-            try:
-                msg = self._q.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(msg, threading.Event):
-                self._release(msg)
-            elif msg is not None:
-                self._send(msg)
-
-    def _release(self, done: threading.Event) -> None:
-        if self.io_barrier is not None:
-            self.io_barrier(done)  # sets it once IOPub has handed everything before it to zmq
-        else:
-            done.set()
-
     def flush(self, timeout: float = 2.0) -> None:
-        """Block until every message queued so far is on its way to the front-ends."""
+        """Block until every message queued so far has left this process (IOPub included)."""
         if self._thread is None:
             return
         done = threading.Event()
         self._q.put(done)
         done.wait(timeout)
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def emit(self, msg: dict[str, Any]) -> None:
+        self._q.put(msg)
+
+    def _drain(self) -> None:
+        last_status = 0.0
+        stopping = False
+        while not stopping:
+            pending: list[dict[str, Any]] = []
+            barriers: list[threading.Event] = []
+            try:
+                item = self._q.get(timeout=FLUSH_S)
+                while True:
+                    if item is None:
+                        stopping = True
+                    elif isinstance(item, threading.Event):
+                        barriers.append(item)
+                    else:
+                        pending.append(item)
+                    item = self._q.get_nowait()
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if self._live and now - last_status >= STATUS_S:
+                last_status = now
+                pending.append(cells.status_msg(self.root.run_id,
+                                                cells.run_status(self.root, self.runs),
+                                                self.anchor))
+            if pending:
+                self._send(_coalesce(pending))
+            for done in barriers:
+                self.sink.barrier(done)
+
+    def _send(self, msgs: list[dict[str, Any]]) -> None:
         try:
-            self.send_now(msg)
+            self.sink.send(msgs[0] if len(msgs) == 1 else cells.batch_msg(msgs))
             self.sent += 1
         except Exception:  # noqa: BLE001 - a front-end glitch must never break the run
             pass
-
-    def emit(self, msg: dict[str, Any]) -> None:
-        self._q.put(msg)
 
     def _insert(self, run: Run, cell: dict[str, Any], kind: str) -> None:
         with self._lock:
@@ -138,7 +137,7 @@ class CellEmitter(RunObserver):
     # -- observer hooks ------------------------------------------------------------------------
     def run_started(self, run: Run) -> None:
         if run.depth == 0:
-            self.emit(cells.status_msg(run.run_id, self.status_of()["status"], self.anchor))
+            self.emit(cells.status_msg(run.run_id, cells.run_status(run, self.runs), self.anchor))
 
     def step_proposed(self, run: Run, step: Step) -> None:
         if run.depth:
@@ -164,26 +163,26 @@ class CellEmitter(RunObserver):
         else:
             cell = thought_cell(run, step, record=True)
             self._upsert(run, cell, "thought", metadata=cell["metadata"], source=cell["source"])
-        if self.on_step_done is not None:
-            self.on_step_done(run, step)
 
     def subcall_started(self, run: Run, call: SubCall) -> None:
         if run.depth:
             return
-        with self._calls_lock:
-            if call.call_id not in self.inserted:  # else it finished first and is in already
-                self._insert(run, llm_cell(run, call), "llm")
+        with self._lock:
+            if call.call_id in self.inserted:  # it finished first and is in already
+                return
+        self._insert(run, llm_cell(run, call), "llm")
 
     def subcall_finished(self, run: Run, call: SubCall) -> None:
         if run.depth:
             return
-        with self._calls_lock:
-            cell = llm_cell(run, call)
-            if call.call_id not in self.inserted:
-                self._insert(run, cell, "llm")  # finished before it was announced
-            else:
-                self.emit(cells.update_msg(run.run_id, call.call_id, outputs=cell["outputs"],
-                                           metadata=cell["metadata"]))
+        cell = llm_cell(run, call)
+        with self._lock:
+            known = call.call_id in self.inserted
+        if not known:
+            self._insert(run, cell, "llm")  # finished before it was announced
+        else:
+            self.emit(cells.update_msg(run.run_id, call.call_id, outputs=cell["outputs"],
+                                       metadata=cell["metadata"]))
 
     def run_finished(self, run: Run) -> None:
         if run.depth:
@@ -191,11 +190,62 @@ class CellEmitter(RunObserver):
             for cell in child_run_cells(run, self.runs):
                 self._insert(run, cell, "child")
             return
-        if run.status != "paused":
+        if run.status != RunState.PAUSED:
             self._insert(run, final_cell(run), "final")
         # The query cell's header (status, answer, usage) is the run's summary: keep it current.
         self.emit(cells.update_msg(run.run_id, self.query_id,
                                    metadata=query_cell(run, "", self.query_id)["metadata"]))
-        self.emit(cells.status_msg(run.run_id, self.status_of()["status"], self.anchor))
+        self.emit(cells.status_msg(run.run_id, cells.run_status(run, self.runs), self.anchor))
         self.emit(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason,
                                    self.anchor))
+
+
+def _coalesce(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold each ``update`` into the queued ``insert`` of its cell, or into the queued update
+    before it; drop all but the last ``status`` of a run. Order of the rest is kept."""
+    out: list[dict[str, Any]] = []
+    inserts: dict[str, dict[str, Any]] = {}
+    updates: dict[str, dict[str, Any]] = {}
+    last_status: dict[str, int] = {}
+    for msg in msgs:
+        kind = msg["type"]
+        if kind == "insert":
+            inserts[msg["id"]] = msg
+            updates.pop(msg["id"], None)
+        elif kind == "update":
+            target = inserts.get(msg["id"])
+            if target is not None:
+                _patch_cell(target["cell"], msg["patch"])
+                continue
+            prior = updates.get(msg["id"])
+            if prior is not None:
+                _merge_patch(prior["patch"], msg["patch"])
+                continue
+            updates[msg["id"]] = msg
+        elif kind == "status":
+            if msg["run"] in last_status:
+                out[last_status[msg["run"]]] = msg
+                continue
+            last_status[msg["run"]] = len(out)
+        elif kind == "finish":
+            # Anything queued after a run's end is a new drive's: do not fold across it.
+            inserts.clear()
+            updates.clear()
+        out.append(msg)
+    return out
+
+
+def _patch_cell(cell: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if key == "metadata":
+            cell.setdefault("metadata", {}).update(value)
+        elif key != "kind":
+            cell[key] = value
+
+
+def _merge_patch(into: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if key == "metadata" and isinstance(into.get("metadata"), dict):
+            into["metadata"] = {**into["metadata"], **value}
+        else:
+            into[key] = value

@@ -18,13 +18,16 @@ from ipykernel.ipkernel import IPythonKernel
 from IPython.display import Pretty, display
 
 from .. import __version__, cells
-from ..api import SCRIPTED_BANNER
-from ..config import RLMConfig, redact
-from ..errors import RLMError
+from ..config import RLMConfig, redact, setting_traits
+from ..errors import ConfigError, RLMError
+from ..states import RunState
+from .channel import FrontendChannel
+from .clients import ClientPool
 from .display import show_end
+from .driver import RunDriver, RunOutcome
 from .magics import RLMMagics
 from .options import OptionError, parse_rlm_cell
-from .runs import RunManager, RunOutcome
+from .registry import RunRegistry
 
 __all__ = ["RLMKernel"]
 
@@ -41,25 +44,32 @@ class RLMKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        names = set(RLMConfig.class_trait_names(config=True))
-        section = {k: v for k, v in self.config.get("RLMKernel", {}).items() if k in names}
-        self.rlm = RunManager(self, RLMConfig(parent=self, **section))
-        self.shell.register_magics(RLMMagics(self.shell, manager=self.rlm))
-        self.comm_manager.register_target(cells.TARGET, self.rlm.on_frontend_comm)
+        self.registry = RunRegistry()
+        self.pool = ClientPool()
+        self.channel = FrontendChannel(self, on_hello=self.registry.sync_runs,
+                                       on_control=self._on_control)
+        self.driver = RunDriver(self._shell, self._settings(), registry=self.registry,
+                                pool=self.pool, channel=self.channel, log=self.log)
+        self._shell.register_magics(RLMMagics(self._shell, driver=self.driver))
+        self.comm_manager.register_target(cells.TARGET, self.channel.on_comm_open)
         # Warm the openai import (~1.5 s) off the main thread, so the first %%rlm starts at once.
         threading.Thread(target=_warm_imports, name="rlm-warm-imports", daemon=True).start()
 
-    async def do_execute(  # type: ignore[override]
+    async def do_execute(
         self, code: str, silent: bool, store_history: bool = True,
         user_expressions: dict[str, Any] | None = None, allow_stdin: bool = False, *,
         cell_meta: dict[str, Any] | None = None, cell_id: str | None = None,
     ) -> dict[str, Any]:
         stripped = code.lstrip()
+        if stripped.rstrip() == "%rlm sync":
+            # A client that lost messages (IOPub drops them under load) asks for the whole
+            # trajectory; it comes back in this reply, on the shell channel, which drops nothing.
+            return {**self.ok_reply(None), "rlm_sync": self.channel.sync_message()}
         m = _DRIVER_RE.match(stripped)
-        hit = None if silent else self.rlm.step_of(code)
+        hit = None if silent else self.registry.step_of(code)
         if not silent and (stripped.startswith("%%rlm") or m or hit is not None):
             try:
-                with self.rlm.interruptible():
+                with self.driver.interrupts.routed(self.driver.stop_active):
                     if stripped.startswith("%%rlm"):
                         return await self._run_query(code, cell_id)
                     if m:
@@ -76,17 +86,23 @@ class RLMKernel(IPythonKernel):
         return await super().do_execute(code, silent, store_history, user_expressions,
                                         allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
 
+    @property
+    def _shell(self) -> Any:
+        """ipykernel declares ``shell`` optional; an IPython kernel always has one."""
+        assert self.shell is not None
+        return self.shell
+
     # -- the kernel's own cells ----------------------------------------------------------------
     async def _run_query(self, code: str, cell_id: str | None) -> dict[str, Any]:
         try:
             opts, query = parse_rlm_cell(code)
         except OptionError as exc:
             return self._fail("UsageError", str(exc))
-        if self.rlm.active:
-            return self._fail("RLMBusy", f"run {self.rlm.active} is in flight; stop it first")
+        if self.registry.active:
+            return self._fail("RLMBusy", f"run {self.registry.active} is in flight; stop it first")
         self._banner()
         try:
-            outcome = await self.rlm.start(query, opts, source=code, cell_id=cell_id)
+            outcome = await self.driver.start(query, opts, source=code, cell_id=cell_id)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
         return self._finish(outcome)
@@ -100,15 +116,15 @@ class RLMKernel(IPythonKernel):
         try:
             if action in ("continue", "step"):
                 run_id = _opt(args, "--run")
-                outcome = await self.rlm.resume(run_id, step_mode=action == "step", source=code,
-                                                notebook=_opt(args, "--from"))
+                outcome = await self.driver.resume(run_id, step_mode=action == "step",
+                                                   source=code, notebook=_opt(args, "--from"))
                 return self._finish(outcome)
             if len(args) != 1:
                 return self._fail("UsageError", f"usage: %rlm {action} PATH.ipynb")
             if action == "resume":
                 self._banner()
-            outcomes = await self.rlm.replay(args[0], live=action == "resume", source=code,
-                                             cell_id=cell_id)
+            outcomes = await self.driver.replay(args[0], live=action == "resume", source=code,
+                                                cell_id=cell_id)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
         reply = self.ok_reply(outcomes[-1].execution_count if outcomes else None)
@@ -117,7 +133,7 @@ class RLMKernel(IPythonKernel):
         return reply
 
     async def _rerun_step(self, run: Any, step: Any, code: str) -> dict[str, Any]:
-        result, count = await self.rlm.rerun_step(run, step, code)
+        result, count = await self.driver.rerun_step(run, step, code)
         if result.error:
             ename, _, evalue = result.error.partition(": ")
             return {"status": "error", "ename": ename, "evalue": evalue, "traceback": [],
@@ -125,17 +141,49 @@ class RLMKernel(IPythonKernel):
         return self.ok_reply(count)
 
     # -- replies -------------------------------------------------------------------------------
+    def _settings(self) -> RLMConfig:
+        """The session's settings: defaults, env, then ``c.RLMKernel.*`` / ``c.RLMConfig.*``.
+
+        A bad value in the environment or a config file must not keep the kernel from starting
+        (the front-end would only see a dead kernel): it is logged and said again, with what to
+        do, on the first RLM cell; the session runs on the defaults meanwhile.
+        """
+        names = set(setting_traits())
+        section = {k: v for k, v in self.config.get("RLMKernel", {}).items() if k in names}
+        self._config_error: str | None = None
+        try:
+            return RLMConfig(parent=self, **section)
+        except ConfigError as exc:
+            self._config_error = str(exc)
+            self.log.error("rlm: %s", exc)
+            import os
+
+            saved = {k: os.environ.pop(k) for k in list(os.environ)
+                     if k.startswith("RLM_") or k in ("OPENAI_BASE_URL",)}
+            try:
+                return RLMConfig(parent=self)
+            finally:
+                os.environ.update(saved)
+
+    def _on_control(self, action: str, run: str | None) -> None:
+        self.driver.control(action, run)
+
     def _banner(self) -> None:
-        if self.rlm.config.scripted:
+        if self.driver.config.scripted:
+            from ..scripted.wire import SCRIPTED_BANNER
+
             display(Pretty(SCRIPTED_BANNER))
+        if self._config_error:
+            display(Pretty(f"rlm-kernel: a setting was ignored: {self._config_error}; "
+                           "fix it (environment or Jupyter config) and restart the kernel"))
 
     def _finish(self, outcome: RunOutcome) -> dict[str, Any]:
         run = outcome.run
-        st = self.rlm.status(run.run_id)["status"]  # the run tree's counters, as front-ends see them
+        st = cells.run_status(run, self.registry.runs)  # the run tree's counters
         calls = sum(st["subcalls"].values())
         line = (f"run {run.run_id} · {st['step']} steps · {calls} sub-calls · "
                 f"{st['tokens']:,} tokens · {run.elapsed_s:.2f}s")
-        if run.status == "paused":
+        if run.status == RunState.PAUSED:
             display(Pretty(f"[paused] {run.stop_reason}"))
         else:
             show_end(run, line)
@@ -145,7 +193,7 @@ class RLMKernel(IPythonKernel):
 
     def ok_reply(self, count: int | None) -> dict[str, Any]:
         return {"status": "ok", "execution_count": count if count is not None else
-                self.shell.execution_count - 1, "payload": [], "user_expressions": {}}
+                self._shell.execution_count - 1, "payload": [], "user_expressions": {}}
 
     def _fail(self, ename: str, evalue: str, count: int | None = None) -> dict[str, Any]:
         evalue = redact(evalue)
@@ -153,8 +201,8 @@ class RLMKernel(IPythonKernel):
         self.send_response(self.iopub_socket, "error",
                            {"ename": ename, "evalue": evalue, "traceback": tb})
         if count is None:
-            count = self.shell.execution_count
-            self.shell.execution_count += 1
+            count = self._shell.execution_count
+            self._shell.execution_count += 1
         return {"status": "error", "ename": ename, "evalue": evalue, "traceback": tb,
                 "execution_count": count}
 

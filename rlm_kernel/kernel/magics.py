@@ -7,21 +7,23 @@ here say so when used elsewhere.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
 from IPython.display import Pretty, display
-from traitlets import TraitError
 
 from .. import cells
-from ..config import RLMConfig
-from ..errors import ModelCallError, ReplayMissError, RLMError
+from ..config import RLMConfig, parse_setting
+from ..errors import ConfigError, ModelCallError, ReplayMissError, RLMError
 from ..notebook import llm_cell_source
+from ..states import CallState
 from ..trajectory import ContextInfo, SubCall, new_id, preview, sha256_text
+from . import files
+from .driver import RunDriver
 from .options import OptionError, parse_line, parse_llm_cell
+from .run_widget import subcalls_text
 
 __all__ = ["RLMMagics"]
 
@@ -30,9 +32,10 @@ _DRIVERS = ("continue", "step", "replay", "resume")
 
 @magics_class
 class RLMMagics(Magics):
-    def __init__(self, shell: Any, manager: Any) -> None:
+    def __init__(self, shell: Any, driver: RunDriver) -> None:
         super().__init__(shell)
-        self.manager = manager
+        self.driver = driver
+        self.registry = driver.registry
 
     # -- %%llm ---------------------------------------------------------------------------------
     @cell_magic
@@ -47,13 +50,13 @@ class RLMMagics(Magics):
             opts = parse_llm_cell(line)
         except OptionError as exc:
             raise UsageError(str(exc)) from None
-        mgr = self.manager
-        call = _find_call(mgr.runs, opts.get("call"))
+        drv = self.driver
+        call = _find_call(self.registry.runs, opts.get("call"))
         prompt = cell.rstrip("\n")
         if call is not None:
             recorded_body = llm_cell_source(call).split("\n", 1)[1] if "\n" in llm_cell_source(call) else ""
             if prompt.strip() == recorded_body.strip():
-                full = mgr.prompts.get(call.call_id) or call.prompt
+                full = drv.prompts.get(call.call_id) or call.prompt
                 if full is None:
                     raise UsageError(
                         f"sub-call {call.call_id}'s prompt ({call.prompt_chars:,} characters) is not "
@@ -64,8 +67,8 @@ class RLMMagics(Magics):
                 prompt = full
         if not prompt.strip():
             raise UsageError("%%llm needs a prompt: write it below the %%llm line")
-        model = opts.get("model") or (call.model if call else None) or mgr.config.subcall_model
-        client = mgr.client
+        model = opts.get("model") or (call.model if call else None) or drv.config.subcall_model
+        client = drv.client
         try:
             comp = client.complete([{"role": "user", "content": prompt}], model=model, depth=1)
         except (ModelCallError, ReplayMissError) as exc:
@@ -73,16 +76,17 @@ class RLMMagics(Magics):
         if call is not None:
             call.edited = call.edited or sha256_text(prompt) != call.prompt_sha256
             call.response, call.usage, call.latency_s = comp.text, comp.usage, comp.latency_s
-            call.cache_key, call.cached, call.status = comp.cache_key, comp.cached, "ok"
+            call.cache_key, call.cached = comp.cache_key, comp.cached
+            call.status, call.error = CallState.OK, None
             call.prompt_sha256, call.prompt_chars = sha256_text(prompt), len(prompt)
             call.prompt_preview = preview(prompt, 400)
-            call.prompt = prompt if len(prompt) <= mgr.config.record_prompt_chars else None
+            call.prompt = prompt if len(prompt) <= drv.config.record_prompt_chars else None
         else:
             rec = SubCall(call_id=new_id("c"), model=model, prompt=prompt, response=comp.text,
-                          status="ok", usage=comp.usage, latency_s=comp.latency_s,
+                          status=CallState.OK, usage=comp.usage, latency_s=comp.latency_s,
                           cache_key=comp.cache_key, cached=comp.cached, prompt_chars=len(prompt),
                           prompt_sha256=sha256_text(prompt))
-            mgr.prompts[rec.call_id] = prompt
+            drv.prompts[rec.call_id] = prompt
         return Pretty(comp.text)
 
     # -- %rlm / %%rlm --------------------------------------------------------------------------
@@ -119,9 +123,8 @@ class RLMMagics(Magics):
         return handler(args)
 
     def _sub_config(self, args: list[str]) -> Any:
-        cfg: RLMConfig = self.manager.config
+        cfg: RLMConfig = self.driver.config
         changes: dict[str, Any] = {}
-        names = set(cfg.trait_names(config=True))
         for arg in args:
             key, sep, raw = arg.partition("=")
             key = key.strip().replace("-", "_")
@@ -133,19 +136,13 @@ class RLMMagics(Magics):
                 continue
             if not sep:
                 raise UsageError(f"%rlm config takes key=value pairs, not {arg!r}")
-            if key not in names:
-                raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(names))}")
-            trait = cfg.traits()[key]
             try:
-                value = trait.from_string(raw) if raw != "" else trait.default_value
-                if key == "prices" and isinstance(value, str):
-                    value = json.loads(value)
-                changes[key] = value
-            except (TraitError, ValueError) as exc:
-                raise UsageError(f"bad value for {key}: {exc}") from None
+                changes[key] = parse_setting(key, raw)
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
         try:
-            self.manager.reconfigure(**changes)
-        except (TraitError, ValueError, RLMError) as exc:
+            self.driver.reconfigure(**changes)
+        except RLMError as exc:
             raise UsageError(str(exc)) from None
         if changes.get("api_key"):
             _scrub_history(self.shell, changes["api_key"])
@@ -155,40 +152,34 @@ class RLMMagics(Magics):
         display(Pretty(text))
 
     def _sub_status(self, args: list[str]) -> None:
-        mgr = self.manager
-        if not mgr.roots:
+        reg = self.registry
+        if not reg.roots:
             display(Pretty("No runs yet. Start one with a %%rlm cell."))
             return
         lines = []
-        for rid in mgr.roots:
-            run = mgr.runs[rid]
-            st = mgr.status(rid)["status"]
-            sc = st["subcalls"]
+        for rid in reg.roots:
+            run = reg.runs[rid]
+            st = cells.run_status(run, reg.runs)
             lines.append(
-                f"{rid}  {run.status:<8} step {st['step']}/{st['max_steps']}  sub-calls "
-                f"{sc['done']} done, {sc['inflight']} in flight, {sc['failed']} failed  "
-                f"tokens {st['tokens']:,}  ${st['cost_usd']:.4f}  {st['elapsed_s']:.1f}s  "
-                f"{run.query[:60]!r}" + (f"\n    {run.stop_reason}" if run.stop_reason else "")
+                f"{rid}  {run.status!s:<8} step {st['step']}/{st['max_steps']}  sub-calls "
+                f"{subcalls_text(st['subcalls'])}  tokens {st['tokens']:,}  "
+                f"${st['cost_usd']:.4f}  {st['elapsed_s']:.1f}s  {run.query[:60]!r}"
+                + (f"\n    {run.stop_reason}" if run.stop_reason else "")
             )
-        snap = mgr.ledger.snapshot()
+        snap = self.driver.pool.ledger.snapshot()
         lines.append(f"session: {snap['total']['requests']} model requests, "
                      f"{snap['http_attempts']} HTTP attempts, {snap['cache_hits']} cache hits")
         display(Pretty("\n".join(lines)))
 
     def _sub_stop(self, args: list[str]) -> None:
-        mgr = self.manager
-        paused = [mgr.runs[r] for r in mgr.roots if mgr.runs[r].status == "paused"]
-        for run in paused:
-            run.status, run.stop_reason = "stopped", "stopped by the user (%rlm stop)"
-            place = mgr.places.get(run.run_id)
-            mgr.send(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason,
-                                      place.anchor if place else None))
-        display(Pretty(f"stopped {len(paused)} paused run(s)" if paused else "no paused run to stop"))
+        stopped = self.driver.stop_paused()
+        display(Pretty(f"stopped {len(stopped)} paused run(s)" if stopped
+                       else "no paused run to stop"))
 
     def _sub_export(self, args: list[str]) -> None:
         if len(args) != 1:
             raise UsageError("usage: %rlm export PATH.ipynb")
-        nb = self.manager.export(args[0])
+        nb = files.export(self.registry, args[0])
         display(Pretty(f"wrote {args[0]} ({len(nb.cells)} cells)"))
 
     def _sub_load(self, args: list[str]) -> None:
@@ -204,8 +195,9 @@ class RLMMagics(Magics):
             raise UsageError(f"no file {path!r} (from {os.getcwd()})")
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             data = f.read()
+        assert self.shell is not None
         self.shell.user_ns[var] = data
-        self.manager.context_sources[var] = os.path.abspath(path)
+        self.registry.context_sources[var] = os.path.abspath(path)
         info = ContextInfo.describe(data)
         display(Pretty(f"{var} = {path}: {info.summary()}"))
 

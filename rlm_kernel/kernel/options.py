@@ -6,6 +6,9 @@ import argparse
 import shlex
 from typing import Any
 
+from ..config import add_setting_options, options_given
+from ..errors import ConfigError
+
 __all__ = ["OptionError", "parse_rlm_cell", "parse_llm_cell", "parse_line"]
 
 
@@ -19,17 +22,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _rlm_parser() -> _Parser:
+    """``%%rlm``'s options: every per-run setting (generated from its declaration), plus the
+    options of the query cell itself."""
     p = _Parser(prog="%%rlm", add_help=False)
-    p.add_argument("--model")
-    p.add_argument("--sub-model", dest="sub_model")
-    p.add_argument("--max-steps", dest="max_steps", type=int)
-    p.add_argument("--max-depth", dest="max_depth", type=int)
-    p.add_argument("--max-subcalls", dest="max_subcalls", type=int)
-    p.add_argument("--max-tokens", dest="max_tokens", type=int)
-    p.add_argument("--max-cost", dest="max_cost", type=float)
-    p.add_argument("--max-wall-time", dest="max_wall_time", type=float)
-    p.add_argument("--step-timeout", dest="step_timeout", type=float)
-    p.add_argument("--concurrency", type=int)
+    add_setting_options(p, "per_run")
     p.add_argument("--context", default="context", help="variable holding the context")
     p.add_argument("--step", action="store_true", help="stop after each proposed step")
     return p
@@ -46,6 +42,10 @@ def parse_rlm_cell(code: str) -> tuple[dict[str, Any], str]:
     """``%%rlm [options]\\n<query>`` -> (options, query)."""
     first, _, body = code.lstrip().partition("\n")
     args = _rlm_parser().parse_args(_split(first)[1:])
+    try:
+        options_given(args)  # out-of-range values together, with the setting's name
+    except ConfigError as exc:
+        raise OptionError(f"%%rlm: {exc}") from None
     query = body.strip()
     if not query:
         raise OptionError("the %%rlm cell needs a query: write it on the lines below %%rlm")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import deque
@@ -20,9 +21,25 @@ import httpx2
 from asyncio_throttle import Throttler
 
 from ..config import RLMConfig, redact
-from ..errors import BudgetExceeded, ModelCallError, ReplayMissError, RunStopped
+from ..errors import (
+    AuthenticationFailed,
+    BadRequest,
+    BudgetExceeded,
+    ConfigError,
+    ContextWindowExceeded,
+    EndpointUnreachable,
+    InvalidResponse,
+    ModelCallError,
+    ModelNotFound,
+    ModelTimeout,
+    RateLimited,
+    ReplayMissError,
+    RunStopped,
+    ServerError,
+)
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
+from .http11 import Http11Transport, fast_transport_ok
 from .loop import BackgroundLoop
 from .usage import UsageLedger
 
@@ -50,19 +67,63 @@ def _loads(content: bytes) -> dict[str, Any]:
 
 
 def _read_completion(data: dict[str, Any]) -> tuple[str, int, int, int]:
-    """``(text, prompt, completion, cached tokens)`` of a chat-completion body, read leniently
-    (as the SDK's non-validating parse does: missing or null fields count as empty / zero)."""
-    choices = data.get("choices") or ()
-    text = ""
-    if choices and isinstance(choices[0], dict):
-        message = choices[0].get("message") or {}
-        text = (message.get("content") if isinstance(message, dict) else None) or ""
+    """``(text, prompt, completion, cached tokens)`` of a chat-completion body.
+
+    Raises ValueError when the body is not a usable answer: an error object, no choices, or a
+    message with no content (an empty string is a real, if short, answer). Usage counts that are
+    missing count as zero; ones that are not whole numbers >= 0 are refused, so a broken server
+    cannot make the bill negative or absurd.
+    """
+    if "error" in data and not data.get("choices"):
+        err = data.get("error")
+        detail = err.get("message") if isinstance(err, dict) else err
+        raise ValueError(f"an error object: {str(detail)[:200]}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("no choices")
+    message = choices[0].get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(text, str):
+        raise ValueError("the message has no content")
     u = data.get("usage") or {}
     if not isinstance(u, dict):
         u = {}
     details = u.get("prompt_tokens_details") or {}
     cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return str(text), int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached)
+    return (text, _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")),
+            _count(cached))
+
+
+#: More tokens than any model reads or writes in one call: a count above it is a server bug.
+_MAX_TOKENS_PER_CALL = 100_000_000
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS_PER_CALL:
+        raise ValueError(f"usage count {value!r} is not a whole number of tokens")
+    return value
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+        if isinstance(inner, str):
+            return inner[:500]
+    return str(getattr(exc, "message", exc))[:500]
+
+
+_WINDOW_WORDS = ("context length", "context window", "maximum context", "too many tokens",
+                 "exceeds the context", "n_ctx", "context_length_exceeded", "prompt is too long")
+
+
+def _is_window_error(detail: str) -> bool:
+    low = detail.lower()
+    return any(w in low for w in _WINDOW_WORDS)
 
 
 @dataclass
@@ -98,242 +159,14 @@ class _TokenWindow:
                 await asyncio.sleep(max(0.05, 60 - (now - self._events[0][0])))
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 keep-alive connection: a byte buffer filled by the event loop."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[bool] | None = None
-        self.closed = False
-        self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(True)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(True)
-        self.resume_writing()
-
-    def pause_writing(self) -> None:
-        if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    async def send(self, head: bytes, body: bytes, request: httpx2.Request) -> None:
-        """Write a request; a large body goes in slices, each once the socket took the last.
-
-        Why: handed over whole, the unsent part of a multi-megabyte prompt is copied into the
-        transport's buffer, so every call in flight would hold its body twice.
-        """
-        assert self.transport is not None
-        if len(body) <= _SLICE:
-            self.transport.write(head + body)
-            return
-        self.transport.write(head)
-        view = memoryview(body)
-        for start in range(0, len(body), _SLICE):
-            if self._writable is not None:
-                await self._writable
-            if self.closed:
-                raise httpx2.WriteError("the server closed the connection", request=request)
-            self.transport.write(view[start:start + _SLICE])
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    async def _more(self, timeout: float | None, request: httpx2.Request) -> None:
-        if self.closed:
-            raise httpx2.RemoteProtocolError("the server closed the connection", request=request)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self.waiter = fut
-        timer = loop.call_later(timeout, _expire, fut) if timeout else None
-        try:
-            got = await fut
-        finally:
-            self.waiter = None
-            if timer is not None:
-                timer.cancel()
-        if not got:
-            raise httpx2.ReadTimeout(f"no data from the server within {timeout:g} s",
-                                     request=request)
-
-    async def readline(self, timeout: float | None, request: httpx2.Request) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                return line
-            if len(self.buf) > 65536:
-                raise httpx2.RemoteProtocolError("response header line too long", request=request)
-            await self._more(timeout, request)
-
-    async def readexactly(self, n: int, timeout: float | None, request: httpx2.Request) -> bytes:
-        while len(self.buf) < n:
-            await self._more(timeout, request)
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-
-#: Request bodies above this are written in slices of this size (``_Connection.send``).
-_SLICE = 256 * 1024
-
-
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)
-
-
-class _Http11Transport(httpx2.AsyncBaseTransport):
-    """A lean HTTP/1.1 keep-alive transport for httpx2, used under the openai client.
-
-    Why: the default transport (httpcore over anyio) spends about 1.5 ms of CPU per request in
-    pool bookkeeping, socket probes and layered stream wrappers; at 64 calls in flight that alone
-    keeps the loop thread from sustaining the request rate the server allows. This one writes the
-    request httpx2 built (headers, body) and reads the response (Content-Length or chunked) on an
-    asyncio protocol; httpx2 still decodes the body, openai still does retries, errors, headers.
-    Timeouts raise httpx2's exceptions, so the client's retries treat them as before. A
-    connection is reused only after a complete response; a cancelled or failed exchange closes it.
-    Not used for proxies (``_fast_transport_ok``) or a caller-supplied transport.
-    """
-
-    def __init__(self, max_idle: int) -> None:
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._max_idle = max_idle
-        self._ssl: Any = None
-        self._closed = False
-
-    def _ssl_context(self) -> Any:
-        if self._ssl is None:
-            self._ssl = httpx2.create_ssl_context()
-        return self._ssl
-
-    async def _connect(self, scheme: str, host: str, port: int, timeout: float | None,
-                       request: httpx2.Request) -> _Connection:
-        loop = asyncio.get_running_loop()
-        ssl = self._ssl_context() if scheme == "https" else None
-        try:
-            _, conn = await asyncio.wait_for(loop.create_connection(
-                _Connection, host, port, ssl=ssl, server_hostname=host if ssl else None), timeout)
-        except TimeoutError:
-            raise httpx2.ConnectTimeout(f"could not connect within {timeout:g} s",
-                                        request=request) from None
-        except OSError as exc:
-            raise httpx2.ConnectError(str(exc), request=request) from None
-        return conn
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        url = request.url
-        scheme = url.scheme
-        port = url.port or (443 if scheme == "https" else 80)
-        key = (scheme, url.host, port)
-        timeouts = request.extensions.get("timeout") or {}
-        read_timeout = timeouts.get("read")
-        idle = self._idle.setdefault(key, [])
-        conn: _Connection | None = None
-        while idle:
-            candidate = idle.pop()
-            if not candidate.closed and not candidate.buf:
-                conn = candidate
-                break
-            candidate.close()
-        if conn is None:
-            conn = await self._connect(scheme, url.host, port, timeouts.get("connect"), request)
-        try:
-            body = await request.aread()
-            head = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), url.raw_path)]
-            head += [b"%s: %s" % kv for kv in request.headers.raw]
-            await conn.send(b"\r\n".join(head) + b"\r\n\r\n", body, request)
-            status_line = await conn.readline(read_timeout, request)
-            parts = status_line.split(b" ", 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-                raise httpx2.RemoteProtocolError(f"bad status line {status_line[:80]!r}",
-                                                 request=request)
-            status = int(parts[1])
-            headers: list[tuple[bytes, bytes]] = []
-            length: int | None = None
-            chunked = close = False
-            while True:
-                line = await conn.readline(read_timeout, request)
-                if not line:
-                    break
-                name, _, value = line.partition(b":")
-                name, value = name.strip(), value.strip()
-                headers.append((name, value))
-                low = name.lower()
-                if low == b"content-length":
-                    length = int(value)
-                elif low == b"transfer-encoding":
-                    chunked = b"chunked" in value.lower()
-                elif low == b"connection":
-                    close = value.lower() == b"close"
-            if parts[0] == b"HTTP/1.0":
-                close = True
-            if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-                content = b""
-            elif chunked:
-                pieces = []
-                while True:
-                    size = int((await conn.readline(read_timeout, request)).split(b";", 1)[0], 16)
-                    if size == 0:
-                        while await conn.readline(read_timeout, request):
-                            pass  # trailers
-                        break
-                    pieces.append(await conn.readexactly(size, read_timeout, request))
-                    await conn.readline(read_timeout, request)
-                content = b"".join(pieces)
-            elif length is not None:
-                content = await conn.readexactly(length, read_timeout, request)
-            else:  # body delimited by the end of the connection
-                while not conn.closed:
-                    await conn._more(read_timeout, request)
-                content, close = bytes(conn.buf), True
-        except BaseException:
-            conn.close()  # unknown state (cancelled, timed out, malformed): never reuse it
-            raise
-        if close or self._closed or len(idle) >= self._max_idle:
-            conn.close()
-        else:
-            idle.append(conn)
-        return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
-                               request=request, extensions={"http_version": b"HTTP/1.1"})
-
-    async def aclose(self) -> None:
-        self._closed = True
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
-        self._idle.clear()
-
-
-def _fast_transport_ok() -> bool:
-    """The lean transport knows no proxies: use httpx2's own when the environment sets one."""
-    from httpx2._utils import get_environment_proxies
-
-    try:
-        return not any(get_environment_proxies().values())
-    except Exception:  # noqa: BLE001 - when in doubt, the standard transport
-        return False
-
-
 class LMClient:
-    """Async OpenAI-compatible client with concurrency and rate limits, cache and usage ledger."""
+    """Async OpenAI-compatible client with concurrency and rate limits, cache and usage ledger.
+
+    One class on purpose: the order of a call's stages (stopped? cache, in-flight dedup, slot,
+    rate limits, budget precheck, request, usage, cache fill) is the client's contract, and it
+    reads top to bottom in :meth:`acomplete` and :meth:`_call`. The transport is its own module
+    (``http11.py``), errors are classes of ``errors.py``, the cache and ledger are their own.
+    """
 
     def __init__(
         self,
@@ -352,6 +185,10 @@ class LMClient:
         self._owns_loop = loop is None
         self.cache_only = cache_only
         self.base_url = config.base_url or (SCRIPTED_BASE_URL if config.scripted else "")
+        if config.scripted and transport is None:
+            raise ConfigError(
+                "no endpoint: set OPENAI_BASE_URL / OPENAI_API_KEY, or build the client with "
+                "rlm_kernel.connect.open_client(config), which serves the embedded scripted model")
         self._transport = transport
         self._stopped = False
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -366,24 +203,19 @@ class LMClient:
 
         cfg = self.config
         transport = self._transport
-        if transport is None and cfg.scripted:
-            from ..scripted import ScriptedModel, ScriptedTransport
-
-            latency = cfg.scripted_latency or 0.0
-            transport = ScriptedTransport(ScriptedModel(latency=latency))
-        # The lean transport when we may (see _Http11Transport). Otherwise httpx2's own, as
+        # The lean transport when we may (see lm/http11.py). Otherwise httpx2's own, as
         # several small connection pools instead of one big one: httpcore's pool re-examines
         # every idle connection (a socket probe each) whenever a request enters or leaves it, so
         # its CPU per request grows with the pool size. Each call takes the least-busy pool;
         # with at most `concurrency` calls in flight, no pool ever needs more than `size`.
-        fast = transport is None and cfg.fast_transport and _fast_transport_ok()
+        fast = transport is None and cfg.fast_transport and fast_transport_ok()
         n_pools = 1 if transport is not None or fast else -(-cfg.concurrency // _CONNECTIONS_PER_POOL)
         size = -(-cfg.concurrency // n_pools) + 2
         limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
         self._clients: list[openai.AsyncOpenAI] = []
         for _ in range(n_pools):
             http = httpx2.AsyncClient(
-                transport=_Http11Transport(cfg.concurrency + 8) if fast else transport,
+                transport=Http11Transport(cfg.concurrency + 8) if fast else transport,
                 limits=limits,
                 timeout=httpx2.Timeout(cfg.call_timeout, connect=min(10.0, cfg.call_timeout)),
                 event_hooks={"request": [self._on_request]},
@@ -512,47 +344,70 @@ class LMClient:
                     content=_dumps({"model": model, "messages": messages, **params}),
                 )  # Content-Type: application/json is among the client's default headers
                 data = _loads(raw.content)
+                text, prompt, completion, cached = _read_completion(data)
             except openai.APIError as exc:
                 self.ledger.note_failure()
-                raise ModelCallError(self._explain(exc, model)) from None
-            except ValueError as exc:  # not JSON: the endpoint is not OpenAI-compatible
+                raise self._error(exc, model) from None
+            except ValueError as exc:  # not a usable chat completion
                 self.ledger.note_failure()
-                raise ModelCallError(redact(
+                raise InvalidResponse(redact(
                     f"{self.base_url or 'the OpenAI API'} answered HTTP 200 with a body that is "
-                    f"not a chat completion ({exc}); check OPENAI_BASE_URL / --base-url")) from None
+                    f"not a usable chat completion ({exc}); check OPENAI_BASE_URL / --base-url "
+                    "and the server's log"), status_code=200) from None
             finally:
                 self.in_flight -= 1
                 load[pool] -= 1
             latency = time.perf_counter() - started
-        text, prompt, completion, cached = _read_completion(data)
-        usage = self.ledger.usage_for(model, prompt, completion, cached)
+        usage = self.ledger.usage_for(model, prompt, completion, cached, self.config.prices)
         self.ledger.record(model, depth, usage)
         return Completion(text, model, usage, latency, key, False)
 
-    def _explain(self, exc: openai.APIError, model: str) -> str:
+    def _error(self, exc: openai.APIError, model: str) -> ModelCallError:
+        """The openai client's exception as one of ours: a class per cause, the HTTP status, and
+        advice that fits the cause (retry counts only where the client does retry)."""
         import openai
 
         where = self.base_url or "the OpenAI API"
         retries = self.config.max_retries
+        status = getattr(exc, "status_code", None)
+        kind: type[ModelCallError]
         if isinstance(exc, openai.NotFoundError):
-            msg = (f"model {model!r} was not found at {where} (HTTP 404); check --model / "
-                   "RLM_MODEL / RLM_SUB_MODEL against the models your endpoint serves")
-        elif isinstance(exc, openai.AuthenticationError):
-            msg = f"{where} rejected the API key (HTTP 401); check OPENAI_API_KEY"
+            kind, msg = ModelNotFound, (
+                f"model {model!r} was not found at {where} (HTTP 404); check --model / "
+                "RLM_MODEL / RLM_SUB_MODEL against the models your endpoint serves")
+        elif isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            kind, msg = AuthenticationFailed, (
+                f"{where} rejected the API key (HTTP {status}); check OPENAI_API_KEY")
         elif isinstance(exc, openai.RateLimitError):
-            msg = (f"{where} kept rate-limiting (HTTP 429) after {retries} retries; lower "
-                   "--concurrency or set requests_per_minute")
+            kind, msg = RateLimited, (
+                f"{where} kept rate-limiting (HTTP 429) after {retries} retries; lower "
+                "--concurrency or set requests_per_minute")
         elif isinstance(exc, openai.APITimeoutError):
-            msg = (f"{where} did not answer within {self.config.call_timeout:g} s, "
-                   f"{retries + 1} attempts; raise call_timeout or check the server")
+            kind, msg = ModelTimeout, (
+                f"{where} did not answer within {self.config.call_timeout:g} s on any of "
+                f"{retries + 1} attempts; check that the server is up and not overloaded, and "
+                "bound generation (root_max_tokens) rather than raising call_timeout")
         elif isinstance(exc, openai.APIConnectionError):
-            msg = (f"could not connect to {where} after {retries + 1} attempts; check "
-                   "OPENAI_BASE_URL / --base-url and that the server is running")
+            kind, msg = EndpointUnreachable, (
+                f"could not connect to {where} after {retries + 1} attempts; check "
+                "OPENAI_BASE_URL / --base-url and that the server is running")
+        elif isinstance(exc, openai.APIStatusError) and status in (400, 413, 422):
+            detail = _error_message(exc)
+            if _is_window_error(detail):
+                kind, msg = ContextWindowExceeded, (
+                    f"the prompt does not fit {model!r}'s context window at {where} "
+                    f"(HTTP {status}: {detail})")
+            else:
+                kind, msg = BadRequest, f"{where} refused the request (HTTP {status}): {detail}"
+        elif isinstance(exc, openai.APIStatusError) and status is not None and status >= 500:
+            kind, msg = ServerError, (
+                f"{where} answered HTTP {status} after {retries} retries: "
+                f"{_error_message(exc)}")
         elif isinstance(exc, openai.APIStatusError):
-            msg = f"{where} answered HTTP {exc.status_code} after {retries} retries: {exc.message}"
+            kind, msg = ModelCallError, f"{where} answered HTTP {status}: {_error_message(exc)}"
         else:
-            msg = f"model call failed: {exc}"
-        return redact(msg)
+            kind, msg = ModelCallError, f"model call failed: {exc}"
+        return kind(redact(msg), status_code=status)
 
     def complete(self, messages: list[dict[str, Any]], *, model: str, depth: int,
                  root: bool = False, key: str | None = None) -> Completion:
@@ -562,15 +417,17 @@ class LMClient:
     async def acomplete_many(
         self, batch: list[list[dict[str, Any]]], *, model: str, depth: int,
         on_done: Callable[[int, Completion | BaseException], None] | None = None,
-        keys: list[str] | None = None, precheck: Callable[[], None] | None = None,
+        keys: list[str] | None = None, precheck: Callable[[int], None] | None = None,
     ) -> list[Completion | BaseException]:
-        """All calls at once (the semaphore bounds them); one failure does not cancel the rest."""
+        """All calls at once (the semaphore bounds them); one failure does not cancel the rest.
+
+        ``precheck(i)`` runs as call ``i`` gets its slot, just before it is sent."""
 
         async def one(i: int, msgs: list[dict[str, Any]]) -> Completion | BaseException:
             try:
                 res: Completion | BaseException = await self.acomplete(
                     msgs, model=model, depth=depth, key=keys[i] if keys else None,
-                    precheck=precheck)
+                    precheck=functools.partial(precheck, i) if precheck else None)
             except (ModelCallError, ReplayMissError, RunStopped, BudgetExceeded) as exc:
                 res = exc
             if on_done is not None:

@@ -37,8 +37,12 @@ class UsageLedger:
         self.failed_calls = 0
         self.cache_hits = 0
 
-    def usage_for(self, model: str, prompt: int, completion: int, cached: int) -> Usage:
-        return Usage(prompt, completion, cached, 1, price_of(self.prices, model, prompt, completion, cached))
+    def usage_for(self, model: str, prompt: int, completion: int, cached: int,
+                  prices: dict[str, Any] | None = None) -> Usage:
+        """One answered call's usage, priced by ``prices`` (the calling client's current table;
+        this ledger's own when not given)."""
+        table = self.prices if prices is None else prices
+        return Usage(prompt, completion, cached, 1, price_of(table, model, prompt, completion, cached))
 
     def record(self, model: str, depth: int, usage: Usage) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ partition + ``llm_batch``, aggregate, recurse) for the task families listed in
 
 from __future__ import annotations
 
-from . import eval_policies  # noqa: E402,F401,I001 - registers the eval task families' policies
+from . import task_policies  # noqa: E402,F401,I001 - registers the task families' policies
 from .model import FaultPlan, Reply, ScriptedModel, ScriptedStats
 from .policies import (
     ROOT_FALLBACK_ANSWER,
@@ -21,7 +21,7 @@ from .policies import (
 )
 from .server import ScriptedServer
 from .transport import ScriptedTransport
-from .wire import DEFAULT_MODELS, NOT_AN_LLM, SYSTEM_FINGERPRINT
+from .wire import DEFAULT_MODELS, NOT_AN_LLM, SCRIPTED_BANNER, SYSTEM_FINGERPRINT
 
 __all__ = [
     "ScriptedModel",
@@ -37,6 +37,7 @@ __all__ = [
     "SUB_FALLBACK_ANSWER",
     "DEFAULT_MODELS",
     "NOT_AN_LLM",
+    "SCRIPTED_BANNER",
     "SYSTEM_FINGERPRINT",
     "ROOT_MODEL",
     "SUB_MODEL",

@@ -270,7 +270,7 @@ class ScriptedModel:
             if fault is not None:
                 self.stats._bump("faults", str(fault))
             if fault in _FAULT_MESSAGES:
-                code, type_, message = _FAULT_MESSAGES[fault]  # type: ignore[index]
+                code, type_, message = _FAULT_MESSAGES[fault]
                 extra = {}
                 if self.faults.retry_after_s is not None:
                     extra["retry-after-ms"] = str(int(self.faults.retry_after_s * 1000))

@@ -574,5 +574,7 @@ _sub_builtin.extend([
 def unregister_policy(name: str) -> None:
     """Remove the root and sub policies called ``name`` (built-ins included); for tests and
     plug-ins that need to undo a registration."""
-    for lst in (_root_extra, _root_builtin, _sub_extra, _sub_builtin):
-        lst[:] = [p for p in lst if p.name != name]
+    for roots in (_root_extra, _root_builtin):
+        roots[:] = [p for p in roots if p.name != name]
+    for subs in (_sub_extra, _sub_builtin):
+        subs[:] = [p for p in subs if p.name != name]

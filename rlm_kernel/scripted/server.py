@@ -171,7 +171,8 @@ class ScriptedServer:
     @staticmethod
     async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts, total = [], 0
+            parts: list[bytes] = []
+            total = 0
             while True:
                 size = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -236,7 +237,7 @@ class ScriptedServer:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         finally:
-            await payload.aclose()  # type: ignore[union-attr]
+            await payload.aclose()  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------ CLI

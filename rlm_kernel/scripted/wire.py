@@ -42,6 +42,13 @@ __all__ = [
 SYSTEM_FINGERPRINT = "rlm-kernel-scripted-demo-not-an-llm"
 NOT_AN_LLM = "rlm-kernel scripted demonstration model (deterministic rules, not an LLM)"
 DEFAULT_MODELS = ("scripted-root", "scripted-sub")
+#: Said wherever the scripted model answers in place of a real one (CLI, kernel, evals).
+SCRIPTED_BANNER = (
+    "rlm-kernel: no OPENAI_API_KEY and no OPENAI_BASE_URL, so the embedded scripted demonstration "
+    "model answers. It is not an LLM: it plays fixed strategies for demo tasks (needle search, "
+    "counting). Set OPENAI_API_KEY or OPENAI_BASE_URL (and --model) to use a real model."
+)
+
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 

@@ -207,19 +207,21 @@ INSTRUMENT = """(queryId) => {
   };
   kernel.anyMessage.connect((_, a) => {
     if (a.direction !== 'recv' || a.msg.header.msg_type !== 'comm_msg') return;
-    const d = a.msg.content.data;
-    if (!d || d.v !== 1) return;
-    let e = null;
-    if (d.type === 'insert') {
-      e = {type: 'insert', id: d.id, kind: d.kind, count: null};
-    } else if (d.type === 'update' && d.patch && d.patch.execution_count != null) {
-      e = {type: 'update', id: d.id, kind: 'step', count: d.patch.execution_count};
+    const data = a.msg.content.data;
+    if (!data || data.v !== 2) return;
+    for (const d of data.type === 'batch' ? data.msgs : [data]) {
+      let e = null;
+      if (d.type === 'insert') {
+        e = {type: 'insert', id: d.id, kind: d.kind, count: null};
+      } else if (d.type === 'update' && d.patch && d.patch.execution_count != null) {
+        e = {type: 'update', id: d.id, kind: 'step', count: d.patch.execution_count};
+      }
+      if (!e) continue;
+      e.sent = kernelTime(a.msg.header.date);
+      e.arrived = now();
+      events.push(e);
+      open.push(e);
     }
-    if (!e) return;
-    e.sent = kernelTime(a.msg.header.date);
-    e.arrived = now();
-    events.push(e);
-    open.push(e);
     // The message is applied after this signal; the observer sees the DOM change.
     queueMicrotask(check);
   });
@@ -440,7 +442,10 @@ def test_stop_interrupts_within_2s(rlm_lab, page) -> None:
       });
       panel.sessionContext.session.kernel.anyMessage.connect((_, a) => {
         const d = a.msg.content && a.msg.content.data;
-        if (a.direction === 'recv' && d && d.type === 'finish') t.finish = performance.now();
+        const msgs = d && d.type === 'batch' ? d.msgs : [d];
+        if (a.direction === 'recv' && d && msgs.some(m => m && m.type === 'finish')) {
+          t.finish = performance.now();
+        }
       });
     }""")
     t0 = time.monotonic()

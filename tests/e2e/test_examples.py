@@ -22,7 +22,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from rlm_kernel.evals.sniah import make_task
+from rlm_kernel.tasks.sniah import make_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_notebooks"
 NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
@@ -110,13 +110,13 @@ def test_quickstart_finds_the_needle(run_example: Any) -> None:
     query = _text(_cell(nb, "%%rlm"))
     assert f"FINAL: {gold}" in query
     assert "scripted demonstration model" in query  # the banner says it is not an LLM
-    assert "1,000,000 characters" in _text(_cell(nb, "from rlm_kernel.evals.sniah"))
+    assert "1,000,000 characters" in _text(_cell(nb, "from rlm_kernel.tasks.sniah"))
     assert re.search(r"\bfinal\s+step 3/10\b", _text(_cell(nb, "%rlm status")))
 
 
 def test_aggregation_counts_with_llm_batch(run_example: Any) -> None:
     nb, _, _ = run_example("02-aggregation.ipynb")
-    check = _text(_cell(nb, "mgr = get_ipython()"))
+    check = _text(_cell(nb, "registry = get_ipython()"))
     m = re.search(r"answer: (\d+) \(expected (\d+)\); (\d+) sub-calls in (\d+) batch", check)
     assert m and m.group(1) == m.group(2), check
     assert int(m.group(3)) > 1 and int(m.group(4)) >= 1

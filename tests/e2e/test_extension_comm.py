@@ -28,8 +28,8 @@ received = []
 RUN = "r1"
 
 def status(step, done=0, inflight=0, state="running"):
-    return P.status_payload(state=state, step=step, max_steps=5, subcalls_done=done,
-                            subcalls_inflight=inflight, subcalls_failed=0, tokens=1234 * step,
+    return P.status_payload(state=state, step=step, max_steps=5,
+                            subcalls={"done": done, "inflight": inflight}, tokens=1234 * step,
                             cost_usd=0.0012 * step, elapsed_s=0.5 * step)
 
 def md(cid, kind, text, **rlm):
@@ -197,8 +197,10 @@ def test_cells_appear_live_and_controls_reach_the_kernel(lab, page):  # noqa: F8
         f"{NB_JS}.content.widgets.at(-1).model.outputs.length > 0", timeout=15_000)
     printed = pg.evaluate(f"{NB_JS}.content.widgets.at(-1).model.outputs.get(0).toJSON().text")
     received = json.loads(printed)
-    assert received[0] == {"v": 1, "type": "hello", "client": "jupyterlab", "mirrors": True}
-    assert {"v": 1, "type": "control", "action": "pause", "run": "r1"} in received
+    assert received[0] == {"v": 2, "type": "hello", "client": "jupyterlab", "mirrors": True}
+    controls = [{k: v for k, v in m.items() if k != "id"} for m in received
+                if m.get("type") == "control" and m.get("id")]  # each control carries its id
+    assert {"v": 2, "type": "control", "action": "pause", "run": "r1"} in controls
 
     # Save through the UI; the file on disk is the trajectory, metadata included.
     pg.locator(".jp-Notebook").click(position={"x": 5, "y": 5})

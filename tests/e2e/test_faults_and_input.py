@@ -84,7 +84,7 @@ def test_context_types_and_bad_input_get_clear_messages(kernel_factory) -> None:
     ran = k.run("%rlm config base_url=localhost:8000")
     assert ran.reply["status"] == "error" and "not an http(s) URL" in ran.outputs_text
     ran = k.run("%%rlm --max-steps many\nanything?")
-    assert ran.reply["status"] == "error" and "invalid int value: 'many'" in ran.reply["evalue"]
+    assert ran.reply["status"] == "error" and "max_steps must be a whole number" in ran.reply["evalue"]
 
 
 def test_unknown_model_and_unreachable_endpoint(kernel_factory, scripted_server) -> None:

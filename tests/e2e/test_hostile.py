@@ -28,16 +28,16 @@ def server():
 
 @pytest.fixture(scope="module")
 def kernel(server):
-    from conftest import KernelHarness
+    from kernel_driver import KernelDriver
 
     holder = {}
 
-    def get() -> KernelHarness:
+    def get() -> KernelDriver:
         k = holder.get("k")
         if k is None or not k.km.is_alive():
             if k is not None:
                 k.close()
-            k = KernelHarness(scripted_env(server.base_url))
+            k = KernelDriver(scripted_env(server.base_url))
             k.open_comm()
             holder["k"] = k
         return k

@@ -19,6 +19,14 @@ from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 BATCH40 = "```repl\nr = llm_batch(['question %d' % i for i in range(40)])\nprint(len(r))\n```"
 
 
+def _until(ready, what: str, timeout: float = 60.0) -> None:
+    """Wait for an event the test can observe (a server counter, a file), bounded."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def slow_server():
     srv = ScriptedServer(ScriptedModel(latency=3.0, root_replies=[BATCH40, "FINAL(done)"]),
@@ -47,7 +55,7 @@ def test_interrupt_during_llm_batch(kernel_factory, slow_server) -> None:
 
     def on(m: dict) -> None:
         if m["type"] == "insert" and m["kind"] == "llm" and "t" not in mark:
-            time.sleep(0.5)  # let the batch get going: 16 calls in flight
+            _until(lambda: slow_server.model.stats.in_flight >= 16, "16 calls in flight")
             mark["requests"] = slow_server.model.stats.requests
             mark["t"] = time.monotonic()
             k.km.interrupt_kernel()
@@ -56,7 +64,7 @@ def test_interrupt_during_llm_batch(kernel_factory, slow_server) -> None:
     elapsed = time.monotonic() - mark["t"]
     assert elapsed < 2.0, f"execute_reply {elapsed:.2f} s after the interrupt"
     assert ran.reply["status"] == "error" and "interrupted" in ran.reply["evalue"]
-    time.sleep(1.0)
+    _until(lambda: slow_server.model.stats.in_flight == 0, "the cancelled calls to end")
     after = slow_server.model.stats.requests
     assert after == mark["requests"], "a model call started after the interrupt"
     states = _call_states(ran.comm)
@@ -68,24 +76,27 @@ def test_interrupt_during_llm_batch(kernel_factory, slow_server) -> None:
     assert k.run("print(6*7)").outputs_text.strip() == "42"
 
 
-def test_interrupt_during_root_call_and_long_step(kernel_factory, slow_server) -> None:
+def test_interrupt_during_root_call_and_long_step(kernel_factory, slow_server, tmp_path) -> None:
     k = kernel_factory(scripted_env(slow_server.base_url))
     k.open_comm()
     k.run("context = 'x'")
     mid = k.submit("%%rlm\ngo", cell_id="q1")
-    time.sleep(1.0)  # the first root call is waiting out its 3 s latency
+    _until(lambda: slow_server.model.stats.in_flight >= 1, "the root call at the server")
     t0 = time.monotonic()
     k.km.interrupt_kernel()
     ran = k.collect(mid, timeout=30)
     assert time.monotonic() - t0 < 2.0
     assert ran.reply["status"] == "error" and "interrupted" in ran.reply["evalue"]
 
-    slow_server.model.root_replies = ["```repl\nimport time\ntime.sleep(60)\n```", "FINAL(x)"]
+    started = tmp_path / "step-started"
+    slow_server.model.root_replies = [
+        f"```repl\nimport time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)\n```",
+        "FINAL(x)"]
     mark: dict[str, float] = {}
 
     def on(m: dict) -> None:
         if m["type"] == "insert" and m["kind"] == "step" and "t" not in mark:
-            time.sleep(4.0)  # past the root call's latency: the step's sleep is running
+            _until(started.exists, "the step's code to start")
             mark["t"] = time.monotonic()
             k.km.interrupt_kernel()
 
@@ -100,7 +111,7 @@ def test_stop_control_during_a_root_call(kernel_factory, slow_server) -> None:
     k.open_comm()
     k.run("context = 'x'")
     mid = k.submit("%%rlm\ngo", cell_id="q1")
-    time.sleep(1.0)
+    _until(lambda: slow_server.model.stats.in_flight >= 1, "the root call at the server")
     t0 = time.monotonic()
     k.send_control("stop")  # a comm message: handled while the run awaits its model call
     ran = k.collect(mid, timeout=30)
@@ -118,10 +129,7 @@ def test_ctrl_c_in_the_cli_keeps_the_partial_trajectory(tmp_path, slow_server) -
     proc = subprocess.Popen([sys.executable, "-m", "rlm_kernel", "run", "--context", str(ctx),
                              "--query", "go", "--output", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while slow_server.model.stats.sub_requests < 16 and time.monotonic() < deadline:
-        time.sleep(0.1)  # wait until the batch is in flight
-    assert slow_server.model.stats.sub_requests >= 16
+    _until(lambda: slow_server.model.stats.sub_requests >= 16, "the batch in flight")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)

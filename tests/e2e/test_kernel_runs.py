@@ -211,3 +211,22 @@ def test_rerun_finished_step_marks_later_stale_and_continue_sees_it(kernel_facto
     ran = k.run("%rlm continue")
     finish = [m for m in ran.comm if m["type"] == "finish"][-1]
     assert finish["outcome"] == "final" and finish["answer"] == "EDITED-OUTPUT"
+
+
+def test_prices_set_after_a_first_run_cost_the_next_and_trip_max_cost(kernel_factory, tmp_path,
+                                                                      log_context) -> None:
+    k = kernel_factory()
+    _load(k, tmp_path, log_context.text)
+    first = k.run("%%rlm\nHow many log lines have level ERROR? [chunks=4]")
+    assert first.reply["status"] == "ok", first.outputs_text
+    # The first run built the session's client; prices set now must reach the next run's.
+    prices = '{"scripted-root": {"prompt": 1000, "completion": 1000}, ' \
+             '"scripted-sub": {"prompt": 1000, "completion": 1000}}'
+    assert k.run(f"%rlm config 'prices={prices}'").reply["status"] == "ok"
+    costed = k.run("%%rlm\nHow many log lines have level ERROR? [chunks=5]")
+    assert costed.reply["status"] == "ok", costed.outputs_text
+    status = [m for m in costed.comm if m["type"] == "status"][-1]["status"]
+    assert status["cost_usd"] > 0, status
+    capped = k.run("%%rlm --max-cost 0.0001\nHow many log lines have level ERROR? [chunks=6]")
+    finish = [m for m in capped.comm if m["type"] == "finish"][-1]
+    assert finish["outcome"] == "stopped" and "cost budget exhausted" in finish["reason"], finish

@@ -199,6 +199,8 @@ export class PanelConnection implements IDisposable {
       this._kernel.removeCommTarget(TARGET, this._onCommOpen);
     }
     this._kernel = kernel;
+    this._seq = null; // a new kernel (or a restarted one) numbers from 1 again
+    this._resyncing = false;
     this._comms.clear();
     this._commByRun.clear();
     this._lastComm = null;
@@ -270,6 +272,32 @@ export class PanelConnection implements IDisposable {
       return;
     }
     this._lastComm = comm;
+    if (typeof msg.seq === 'number') {
+      if (msg.type === 'sync') {
+        this._seq = Math.max(this._seq ?? msg.seq, msg.seq);
+        this._resyncing = false;
+      } else if (this._seq !== null && msg.seq <= this._seq) {
+        return; // a duplicate
+      } else {
+        if (this._seq !== null && msg.seq > this._seq + 1 && !this._resyncing) {
+          // Messages were lost (IOPub drops them under load): apply this one (every operation
+          // is an idempotent upsert) and ask the kernel for its whole state.
+          this._resyncing = true;
+          comm.send(wire(helloMsg('jupyterlab', true)));
+        }
+        this._seq = msg.seq;
+      }
+    }
+    if (msg.type === 'batch') {
+      for (const inner of msg.msgs) {
+        this._dispatch(comm, { v: msg.v, ...inner } as KernelMsg);
+      }
+      return;
+    }
+    this._dispatch(comm, msg);
+  }
+
+  private _dispatch(comm: Comm, msg: KernelMsg): void {
     switch (msg.type) {
       case 'insert':
         if (this._claim(msg.run, comm, msg.anchor, msg.after)) {
@@ -334,6 +362,8 @@ export class PanelConnection implements IDisposable {
   private _commByRun = new Map<string, Comm>();
   private _lastComm: Comm | null = null;
   private _held = new Map<string, (IStatusMsg | IFinishMsg)[]>();
+  private _seq: number | null = null;
+  private _resyncing = false;
   private _restarting = false;
   private _everDisconnected = false;
   private _disposed = false;

@@ -5,12 +5,18 @@
 import type * as nbformat from '@jupyterlab/nbformat';
 
 export const TARGET = 'rlm.cells';
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const CONTROL_ACTIONS = ['pause', 'step', 'continue', 'stop'] as const;
 export type ControlAction = (typeof CONTROL_ACTIONS)[number];
 
-/** `metadata.rlm.kind` values (DESIGN.md, "Cell kinds"). */
+/** `metadata.rlm.kind` values (docs/architecture.md, "One idea"). */
 export type CellKind = 'query' | 'thought' | 'step' | 'llm' | 'final';
+
+/** `rlm_kernel/states.py`, as literal unions. */
+export type RunState = 'running' | 'paused' | 'final' | 'stopped' | 'error';
+export type StepState = 'proposed' | 'running' | 'done' | 'stale';
+export type CallState = 'queued' | 'inflight' | 'ok' | 'error' | 'cancelled';
+export type Outcome = Exclude<RunState, 'running'>;
 
 /** An nbformat v4 cell as the kernel sends it: always with an `id`. */
 export type WireCell = nbformat.ICell & { id: string };
@@ -25,17 +31,20 @@ export interface ICellPatch {
 
 /** Live counters, as built by `cells.status_payload`. */
 export interface IStatus {
-  state: string;
+  state: RunState;
   step: number;
   max_steps: number;
-  subcalls: { done: number; inflight: number; failed: number };
+  subcalls: { done: number; queued: number; inflight: number; failed: number; cancelled: number };
   tokens: number;
   cost_usd: number;
   elapsed_s: number;
+  reason: string | null;
 }
 
 interface IEnvelope {
   v: number;
+  /** Kernel -> front-end messages are numbered (see cells.py, "Sequence numbers"). */
+  seq?: number;
 }
 
 export interface IInsertMsg extends IEnvelope {
@@ -66,8 +75,8 @@ export interface IFinishMsg extends IEnvelope {
   type: 'finish';
   run: string;
   anchor?: string | null;
-  /** final | stopped | error | paused (not `state`: nbclient reads that as widget state). */
-  outcome: string;
+  /** Not `state`: nbclient reads that as widget state. */
+  outcome: Outcome;
   answer: string | null;
   reason: string | null;
 }
@@ -79,6 +88,12 @@ export interface ISyncRun {
   cells: WireCell[];
   status: IStatus | null;
   finished: unknown;
+}
+
+/** Several kernel messages in one comm message, applied in order (no `v`/`seq` of their own). */
+export interface IBatchMsg extends IEnvelope {
+  type: 'batch';
+  msgs: (Omit<IInsertMsg, 'v'> | Omit<IUpdateMsg, 'v'> | Omit<IStatusMsg, 'v'> | Omit<IFinishMsg, 'v'>)[];
 }
 
 export interface ISyncMsg extends IEnvelope {
@@ -96,13 +111,15 @@ export interface IControlMsg extends IEnvelope {
   type: 'control';
   action: ControlAction;
   run: string | null;
+  /** Unique per message: the kernel acts on it as it arrives and ignores its later dispatch. */
+  id: string;
 }
 
-export type KernelMsg = IInsertMsg | IUpdateMsg | IStatusMsg | IFinishMsg | ISyncMsg;
+export type KernelMsg = IInsertMsg | IUpdateMsg | IStatusMsg | IFinishMsg | IBatchMsg | ISyncMsg;
 export type FrontendMsg = IHelloMsg | IControlMsg;
 export type Msg = KernelMsg | FrontendMsg;
 
-const TYPES = new Set(['insert', 'update', 'status', 'finish', 'sync', 'hello', 'control']);
+const TYPES = new Set(['insert', 'update', 'status', 'finish', 'batch', 'sync', 'hello', 'control']);
 
 export function helloMsg(client: string, mirrors: boolean): IHelloMsg {
   return { v: PROTOCOL_VERSION, type: 'hello', client, mirrors };
@@ -112,7 +129,8 @@ export function controlMsg(action: ControlAction, run: string | null = null): IC
   if (!CONTROL_ACTIONS.includes(action)) {
     throw new Error(`unknown control action ${action}; expected one of ${CONTROL_ACTIONS}`);
   }
-  return { v: PROTOCOL_VERSION, type: 'control', action, run };
+  const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  return { v: PROTOCOL_VERSION, type: 'control', action, run, id };
 }
 
 /** Validate an incoming message's envelope; throw with a reason otherwise (as `cells.check`). */

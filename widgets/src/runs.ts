@@ -107,13 +107,10 @@ export class RunStore {
       state.status = run.status;
       state.statusAt = performance.now();
     }
-    // `finished` is the run's finish message, or null while it runs (older kernels: a bool).
+    // `finished` is the run's finish message, or null while it runs.
     const f = run.finished as unknown;
     if (f && typeof f === 'object') {
-      state.finish = { v: 1, type: 'finish', answer: null, reason: null, ...f, run: run.run } as IFinishMsg;
-    } else if (typeof f === 'string' || f === true) {
-      const s = typeof f === 'string' ? f : run.status?.state ?? 'final';
-      state.finish = { v: 1, type: 'finish', run: run.run, outcome: s, answer: null, reason: null };
+      state.finish = { v: 2, type: 'finish', answer: null, reason: null, ...f, run: run.run } as IFinishMsg;
     } else {
       state.finish = null;
     }

@@ -1,6 +1,20 @@
 /** The live status line: state, step k of max, sub-calls, tokens, cost, elapsed. */
 import { Widget } from '@lumino/widgets';
+import type { IStatus } from './protocol';
 import type { IRunState, RunStore } from './runs';
+
+/** `12 done · 4 in flight · 28 queued · 0 failed` (queued and cancelled only when there are). */
+export function subcallsText(sc: IStatus['subcalls']): string {
+  const parts = [`${sc.done} done`, `${sc.inflight} in flight`];
+  if (sc.queued) {
+    parts.push(`${sc.queued} queued`);
+  }
+  parts.push(`${sc.failed} failed`);
+  if (sc.cancelled) {
+    parts.push(`${sc.cancelled} cancelled`);
+  }
+  return parts.join(' · ');
+}
 
 export function formatStatus(r: IRunState | null, now = performance.now()): string {
   if (!r) {
@@ -22,7 +36,7 @@ export function formatStatus(r: IRunState | null, now = performance.now()): stri
     const elapsed = s.elapsed_s + (live ? (now - r.statusAt) / 1000 : 0);
     parts.push(
       `step ${s.step}/${s.max_steps}`,
-      `sub-calls ${s.subcalls.done} done · ${s.subcalls.inflight} in flight · ${s.subcalls.failed} failed`,
+      `sub-calls ${subcallsText(s.subcalls)}`,
       `${s.tokens.toLocaleString('en-US')} tok`,
       `$${s.cost_usd.toFixed(4)}`,
       `${elapsed.toFixed(1)} s`

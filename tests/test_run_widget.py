@@ -1,27 +1,25 @@
-"""``RunPanel``: trait state, the text fallback, throttling and Stop, without a kernel (ipywidgets
-keeps trait state with no front-end); then, once the kernel shows the panel, a real ``rlm`` kernel:
-the panel updates live during a ``%%rlm`` run and its Stop button stops the run."""
+"""``RunWidget``: trait state, the text fallback, throttling and Stop, without a kernel (ipywidgets
+keeps trait state with no front-end); then a real ``rlm`` kernel: the widget updates live during a
+``%%rlm`` run and its Stop button stops the run, even while a step blocks in ``llm_batch``."""
 
 from __future__ import annotations
 
-import inspect
-import os
-import queue
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from rlm_kernel.kernel.panel import (
+from rlm_kernel.kernel.run_widget import (
     MAX_BATCH_ROWS,
     WIDGET_VIEW,
-    RunPanel,
+    RunWidget,
     batches_of,
-    panel_enabled,
     status_line,
+    widget_enabled,
 )
-from rlm_kernel.trajectory import Run, SubCall, Usage
+from rlm_kernel.states import CallState, RunState, StepState
+from rlm_kernel.trajectory import Run, Step, SubCall, Usage
 
 
 def _status(**kw: Any) -> dict[str, Any]:
@@ -49,7 +47,7 @@ class FakeClock:
 
 @pytest.fixture
 def run() -> Run:
-    return Run(run_id="r123", query="How many?")
+    return Run(run_id="r123", query="How many?", settings={"max_steps": 30})
 
 
 # -- text fallback -----------------------------------------------------------------------------
@@ -61,7 +59,7 @@ def test_status_line_reads_like_the_spec() -> None:
 
 
 def test_bundle_has_widget_view_and_meaningful_text(run: Run) -> None:
-    p = RunPanel(run, 30, lambda: None)
+    p = RunWidget(run, None, lambda: None)
     p.update(_status())
     bundle = p._repr_mimebundle_()
     assert bundle[WIDGET_VIEW]["model_id"] == p.widget.model_id
@@ -73,7 +71,7 @@ def test_bundle_has_widget_view_and_meaningful_text(run: Run) -> None:
 
 # -- trait state -------------------------------------------------------------------------------
 def test_update_sets_step_meters_and_state(run: Run) -> None:
-    p = RunPanel(run, 30, interval=0)
+    p = RunWidget(run, None, interval=0)
     p.update(_status(step=7, tokens=123_456, cost_usd=0.0123, elapsed_s=9.87))
     assert (p.steps.value, p.steps.max, p.steps_text.value) == (7, 30, "7 of 30")
     assert p.meters.value == ("sub-calls 12 done, 4 in flight, 0 failed · 123,456 tokens · "
@@ -83,7 +81,7 @@ def test_update_sets_step_meters_and_state(run: Run) -> None:
 
 
 def test_update_accepts_a_whole_status_message(run: Run) -> None:
-    p = RunPanel(run, 30, interval=0)
+    p = RunWidget(run, None, interval=0)
     p.update({"v": 1, "type": "status", "run": "r123", "status": _status(step=5)})
     assert p.steps.value == 5
 
@@ -94,7 +92,7 @@ def test_one_progress_bar_per_batch(run: Run) -> None:
     run.subcalls["single"] = SubCall(call_id="single", model="m", step=3, status="ok")
     assert [(b.batch_id, b.total, b.done, b.inflight, b.failed) for b in batches_of(run)] == [
         ("b1", 3, 3, 0, 0), ("b2", 4, 1, 2, 1)]
-    p = RunPanel(run, 30, interval=0)
+    p = RunWidget(run, None, interval=0)
     rows = p.batch_box.children
     assert len(rows) == 2
     bar1, label1 = rows[0].children
@@ -103,7 +101,7 @@ def test_one_progress_bar_per_batch(run: Run) -> None:
     assert (bar2.value, bar2.max, bar2.bar_style) == (2, 4, "danger")
     assert label2.value == "step 3 · 1 done, 2 in flight, 1 failed of 4"
     # Progress arrives: the same row widgets are updated, not recreated.
-    run.subcalls["b2-1"].status = "ok"
+    run.subcalls["b2-1"].move(CallState.OK)
     p.update(_status())
     assert p.batch_box.children[1] is rows[1] and bar2.value == 3
 
@@ -111,7 +109,7 @@ def test_one_progress_bar_per_batch(run: Run) -> None:
 def test_many_batches_keep_the_panel_small(run: Run) -> None:
     for i in range(MAX_BATCH_ROWS + 4):
         _add_batch(run, f"b{i}", i + 1, ["ok"])
-    p = RunPanel(run, 30, interval=0)
+    p = RunWidget(run, None, interval=0)
     assert len(p.batch_box.children) == MAX_BATCH_ROWS
     assert p.batch_box.children[-1].children[0].description == f"batch {MAX_BATCH_ROWS + 4}"
     assert p.batches_more.value == "… 4 earlier batches"
@@ -121,7 +119,7 @@ def test_many_batches_keep_the_panel_small(run: Run) -> None:
 # -- throttling --------------------------------------------------------------------------------
 def test_updates_are_throttled_with_a_trailing_render(run: Run) -> None:
     clock = FakeClock()
-    p = RunPanel(run, 30, interval=0.25, clock=clock)
+    p = RunWidget(run, None, interval=0.25, clock=clock)
     first = p.renders
     for k in range(200):  # a burst of sub-call events within one interval
         p.update(_status(step=1, tokens=k))
@@ -137,7 +135,7 @@ def test_updates_are_throttled_with_a_trailing_render(run: Run) -> None:
 
 
 def test_update_is_safe_from_several_threads(run: Run) -> None:
-    p = RunPanel(run, 30, interval=0)
+    p = RunWidget(run, None, interval=0)
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -162,7 +160,7 @@ def test_update_is_safe_from_several_threads(run: Run) -> None:
 # -- Stop --------------------------------------------------------------------------------------
 def test_stop_button_calls_back_once_and_says_stopping(run: Run) -> None:
     calls: list[int] = []
-    p = RunPanel(run, 30, lambda: calls.append(1), interval=0)
+    p = RunWidget(run, None, lambda: calls.append(1), interval=0)
     p.stop_button.click()
     p.stop_button.click()
     assert calls == [1]
@@ -176,7 +174,7 @@ def test_a_failing_stop_callback_is_shown_not_raised(run: Run) -> None:
     def boom() -> None:
         raise RuntimeError("no run")
 
-    p = RunPanel(run, 30, boom)
+    p = RunWidget(run, None, boom)
     p.stop_button.click()
     assert "stop failed: no run" in p.state.value
 
@@ -184,10 +182,10 @@ def test_a_failing_stop_callback_is_shown_not_raised(run: Run) -> None:
 # -- finish ------------------------------------------------------------------------------------
 def test_finish_shows_final_state_and_answer_and_disables_stop(run: Run) -> None:
     _add_batch(run, "b1", 2, ["ok", "ok"])
-    p = RunPanel(run, 30, lambda: None, interval=0)
-    p.update(_status(step=2, tokens=999))
-    run.steps = []
-    run.status, run.answer, run.ended = "final", "42", run.started + 1.5
+    p = RunWidget(run, None, lambda: None, interval=0)
+    p.update(_status(step=1, tokens=10))
+    run.steps = [Step(n=1, status=StepState.DONE), Step(n=2, status=StepState.DONE)]
+    run.status, run.answer, run.ended = RunState.FINAL, "42", run.started + 1.5
     run.usage = Usage(prompt_tokens=900, completion_tokens=99)
     updated: list[Any] = []
 
@@ -209,8 +207,8 @@ def test_finish_shows_final_state_and_answer_and_disables_stop(run: Run) -> None
 
 
 def test_finish_of_a_paused_run_says_how_to_go_on(run: Run) -> None:
-    p = RunPanel(run, 30, lambda: None)
-    run.status, run.stop_reason = "paused", "step mode: step 1 is proposed, not run"
+    p = RunWidget(run, None, lambda: None)
+    run.status, run.stop_reason = RunState.PAUSED, "step mode: step 1 is proposed, not run"
     p.finish(run)
     assert p.stop_button.description == "Paused" and "%rlm continue" in p.stop_button.tooltip
     assert p.text().splitlines()[1] == "paused: step mode: step 1 is proposed, not run"
@@ -226,32 +224,22 @@ def test_display_uses_a_display_id(run: Run, monkeypatch: pytest.MonkeyPatch) ->
     import IPython.display
 
     monkeypatch.setattr(IPython.display, "display", fake_display)
-    p = RunPanel(run, 30)
+    p = RunWidget(run)
     p.display()
     assert seen == [(p, {"display_id": True})] and p._display_id == "handle"
 
 
-def test_panel_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RLM_PANEL", raising=False)
-    assert panel_enabled() is True
-    assert panel_enabled(type("Cfg", (), {"panel": False})()) is False
-    monkeypatch.setenv("RLM_PANEL", "0")
-    assert panel_enabled() is False
+def test_widget_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_kernel.config import RLMConfig
+
+    assert widget_enabled() is True
+    assert widget_enabled(RLMConfig()) is True
+    assert widget_enabled(RLMConfig(panel=False)) is False
+    monkeypatch.setenv("RLM_PANEL", "0")  # the setting's environment variable
+    assert widget_enabled(RLMConfig()) is False
 
 
 # -- a real kernel -----------------------------------------------------------------------------
-def _wired() -> bool:
-    """Whether the kernel shows the panel yet (the run manager creates a RunPanel)."""
-    from rlm_kernel.kernel import kernel as kernel_mod
-    from rlm_kernel.kernel import runs as runs_mod
-
-    return any("RunPanel" in inspect.getsource(m) for m in (kernel_mod, runs_mod))
-
-
-WIRED = _wired()
-needs_wiring = pytest.mark.skipif(
-    not WIRED, reason="rlm_kernel.kernel does not show a RunPanel yet (see panel.py for the API)")
-
 _LOG = (
     "import random\n"
     "rng = random.Random(5)\n"
@@ -261,69 +249,11 @@ _LOG = (
 )
 
 
-class _Kernel:
-    """A real ``rlm`` kernel that keeps every IOPub message, widget comms included."""
-
-    def __init__(self, jupyter_path: str) -> None:
-        from jupyter_client.manager import KernelManager
-
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL", "RLM_SUB_MODEL",
-                            "RLM_PANEL")}
-        env["JUPYTER_PATH"] = jupyter_path
-        self.km = KernelManager(kernel_name="rlm")
-        self.km.kernel_spec_manager.kernel_dirs.insert(0, os.path.join(jupyter_path, "kernels"))
-        self.km.start_kernel(env=env)
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=90)
-
-    def run(self, code: str, timeout: float = 60, on_msg: Any = None
-            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        msg_id = self.kc.execute(code)
-        msgs: list[dict[str, Any]] = []
-        reply: dict[str, Any] = {}
-        idle = False
-        deadline = time.monotonic() + timeout
-        while not (reply and idle):
-            assert time.monotonic() < deadline, f"{code[:40]!r} did not finish"
-            try:
-                m = self.kc.get_iopub_msg(timeout=0.05)
-            except queue.Empty:
-                m = None
-            if m is not None:
-                msgs.append(m)
-                if on_msg is not None:
-                    on_msg(m)
-                if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
-                        and m["content"]["execution_state"] == "idle"):
-                    idle = True
-            if not reply:
-                try:
-                    r = self.kc.get_shell_msg(timeout=0)
-                    if r["parent_header"].get("msg_id") == msg_id:
-                        reply = r["content"]
-                        reply["_received"] = len(msgs)
-                except queue.Empty:
-                    pass
-        return reply, msgs
-
-    def click(self, comm_id: str) -> None:
-        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {
-            "method": "custom", "content": {"event": "click"}}})
-        self.kc.shell_channel.send(msg)
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
-
-
 @pytest.fixture
-def kernel(tmp_path: Any) -> Any:
-    from rlm_kernel.install import install
+def kernel() -> Any:
+    from kernel_driver import KernelDriver
 
-    install(prefix=str(tmp_path))
-    k = _Kernel(os.path.join(str(tmp_path), "share", "jupyter"))
+    k = KernelDriver()
     yield k
     k.close()
 
@@ -339,14 +269,13 @@ def _panel_text(msgs: list[dict[str, Any]], kind: str) -> list[str]:
             and WIDGET_VIEW in m["content"].get("data", {})]
 
 
-@needs_wiring
-def test_kernel_panel_updates_live_and_ends_with_the_answer(kernel: Any) -> None:
+def test_kernel_widget_updates_live_and_ends_with_the_answer(kernel: Any) -> None:
     # Each model call takes 0.5 s, twice the panel's render interval, so every step renders
     # however loaded the machine is.
     kernel.run("%rlm config scripted_latency=0.5")
-    _, msgs = kernel.run(_LOG)
-    expected = next(m["content"]["text"] for m in msgs if m["msg_type"] == "stream").split()[1]
-    reply, msgs = kernel.run("%%rlm --max-steps 6\nHow many log lines have level ERROR? [chunks=4]")
+    expected = kernel.run(_LOG).outputs_text.split()[1]
+    ran = kernel.run("%%rlm --max-steps 6\nHow many log lines have level ERROR? [chunks=4]")
+    reply, msgs = ran.reply, ran.iopub
     assert reply["status"] == "ok", reply
     shown = _panel_text(msgs, "display_data")
     assert len(shown) == 1 and shown[0].startswith("RLM run r") and "step 0/6" in shown[0]
@@ -355,7 +284,7 @@ def test_kernel_panel_updates_live_and_ends_with_the_answer(kernel: Any) -> None
     assert any(s.get("description") == "batch 1" for s in widgets.values())
     assert any(s.get("_model_name") == "ButtonModel" for s in widgets.values())
     # Live: the step bar moved while the cell was still executing, before its reply.
-    live = [m["content"]["data"]["state"]["value"] for m in msgs[: reply["_received"]]
+    live = [m["content"]["data"]["state"]["value"] for m in msgs[: ran.received]
             if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == step_bar
             and "value" in m["content"]["data"].get("state", {})]
     assert len(set(live)) >= 2, live
@@ -364,8 +293,7 @@ def test_kernel_panel_updates_live_and_ends_with_the_answer(kernel: Any) -> None
     assert final[-1].splitlines()[1] == f"answer: {expected}"
 
 
-@needs_wiring
-def test_kernel_panel_stop_button_stops_the_run(kernel: Any) -> None:
+def test_kernel_widget_stop_button_stops_the_run(kernel: Any) -> None:
     kernel.run("%rlm config scripted_latency=1.0")
     kernel.run(_LOG)
     clicked: list[str] = []
@@ -378,8 +306,8 @@ def test_kernel_panel_stop_button_stops_the_run(kernel: Any) -> None:
             kernel.click(c["comm_id"])  # while the first root-model call is awaited
 
     started = time.monotonic()
-    reply, msgs = kernel.run("%%rlm --max-steps 6\nHow many log lines have level ERROR?",
-                             on_msg=on_msg)
+    ran = kernel.run("%%rlm --max-steps 6\nHow many log lines have level ERROR?", on_iopub=on_msg)
+    reply, msgs = ran.reply, ran.iopub
     assert clicked
     assert reply["status"] == "error" and reply["ename"] == "RLMRunStopped", reply
     assert time.monotonic() - started < 6  # not the whole run (3 steps of 1 s plus sub-calls)

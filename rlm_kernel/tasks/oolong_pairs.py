@@ -27,9 +27,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from .base import Task, task_rng
 from .oolong import Rows, make_rows
 from .questions import LABELS
-from .tasks import Task, task_rng
 
 __all__ = ["generate", "make_task", "Predicate", "parse_pairs_query", "gold_pairs", "KINDS"]
 

@@ -1,7 +1,10 @@
-"""``RunPanel``: the live progress panel that ``%%rlm`` shows in its query cell.
+"""``RunWidget``: the live progress widget that ``%%rlm`` shows in its query cell.
+
+(An ipywidget in the kernel; not to be confused with the JupyterLab extension in ``widgets/``,
+whose run bar shows the same counters when it mirrors the run.)
 
 Why a widget and not more output: kernel-to-front-end widget updates render live while the query
-cell is still executing (JUPYTER-NOTES), and a click on its Stop button reaches the kernel as a comm
+cell is still executing (see docs/architecture.md, "Jupyter facts"), and a click on its Stop button reaches the kernel as a comm
 message that ipykernel >= 7.4 handles while the run awaits a model call. Printing progress instead
 would pile up outputs, and an ``update_display`` every quarter second would re-render the whole
 output in JupyterLab.
@@ -12,44 +15,45 @@ meaningful text line; front-ends pick what they can render. The kernel cannot kn
 talking to (nbclient sends no hint), so it always sends both, and the text line is refreshed once,
 at the end of the run, through the display id (``update_display_data``): cheap and never flickers.
 
-Threads: sub-call events arrive on the model client's loop thread and status ticks on the emitter's
-sender thread. Widget trait changes from any thread go out on IOPub, so :meth:`RunPanel.update` may
-be called from anywhere; it is throttled (a render at most every ``interval`` seconds, with a
-trailing render so the last counts are never lost) and only sends traits whose value changed.
+It is a :class:`~rlm_kernel.observer.RunObserver` of the run it shows. Threads: sub-call events
+arrive on the model client's loop thread. Widget trait changes from any thread go out on IOPub, so
+:meth:`RunWidget.update` may be called from anywhere; it is throttled (a render at most every
+``interval`` seconds, with a trailing render so the last counts are never lost), reads the counters
+from the run tree once per render, and only sends traits whose value changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..trajectory import Run
+from .. import cells
+from ..observer import RunObserver
+from ..states import CallState, RunState
+from ..trajectory import Run, Step, SubCall
 
-__all__ = ["RunPanel", "BatchProgress", "panel_enabled", "status_line", "batches_of"]
+__all__ = ["RunWidget", "BatchProgress", "widget_enabled", "status_line", "batches_of"]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MAX_BATCH_ROWS = 6  # the newest batches; a run with hundreds of steps must not grow the panel
-_FAILED = ("error", "cancelled")
-_DONE_STATES = {"final": "success", "paused": "warning", "stopped": "warning", "error": "danger"}
+_DONE_STATES = {RunState.FINAL: "success", RunState.PAUSED: "warning",
+                RunState.STOPPED: "warning", RunState.ERROR: "danger"}
 
 
-def panel_enabled(config: Any = None) -> bool:
-    """Whether ``%%rlm`` should show a :class:`RunPanel`.
+def widget_enabled(config: Any = None) -> bool:
+    """Whether ``%%rlm`` should show a :class:`RunWidget`.
 
     The kernel cannot tell whether its front-end renders widgets (JupyterLab and VS Code do;
-    nbclient and ``jupyter console`` do not, and neither says so), so this does not try: the panel
+    nbclient and ``jupyter console`` do not, and neither says so), so this does not try: the widget
     always travels as a bundle with a text fallback. It is off only when ipywidgets is missing, or
-    when the user turned it off (``RLM_PANEL=0`` in the environment, or a ``panel`` setting that is
-    false) -- e.g. to keep saved notebooks free of widget state.
+    when the user turned it off (the ``panel`` setting, env ``RLM_PANEL=0``) -- e.g. to keep saved
+    notebooks free of widget state.
     """
-    if os.environ.get("RLM_PANEL", "").strip().lower() in ("0", "false", "no", "off"):
-        return False
     if config is not None and getattr(config, "panel", True) is False:
         return False
     try:
@@ -67,14 +71,16 @@ class BatchProgress:
     step: int | None
     total: int
     done: int
-    inflight: int
+    inflight: int  # queued or on the wire
     failed: int
+    cancelled: int = 0
 
     @property
     def text(self) -> str:
         where = f"step {self.step} · " if self.step is not None else ""
-        return (f"{where}{self.done} done, {self.inflight} in flight, {self.failed} failed "
-                f"of {self.total}")
+        cancelled = f", {self.cancelled} cancelled" if self.cancelled else ""
+        return (f"{where}{self.done} done, {self.inflight} in flight, {self.failed} failed"
+                f"{cancelled} of {self.total}")
 
 
 def batches_of(run: Run) -> list[BatchProgress]:
@@ -84,13 +90,7 @@ def batches_of(run: Run) -> list[BatchProgress]:
     is retried if the dict changes size mid-copy (a plain ``list()`` of a dict being written to can
     raise); a handful of retries always succeeds in practice because writes are a few per call.
     """
-    calls: list[Any] = []
-    for _ in range(5):
-        try:
-            calls = list(run.subcalls.values())
-            break
-        except RuntimeError:
-            continue
+    calls = cells._snapshot(run)
     groups: dict[str, list[Any]] = {}
     for call in calls:
         if call.batch_id is not None:
@@ -99,9 +99,10 @@ def batches_of(run: Run) -> list[BatchProgress]:
     for bid, members in groups.items():  # dicts keep insertion order: the batches' start order
         out.append(BatchProgress(
             batch_id=bid, step=members[0].step, total=len(members),
-            done=sum(c.status == "ok" for c in members),
-            inflight=sum(c.status in ("inflight", "pending") for c in members),
-            failed=sum(c.status in _FAILED for c in members),
+            done=sum(c.status == CallState.OK for c in members),
+            inflight=sum(not c.status.settled for c in members),
+            failed=sum(c.status == CallState.ERROR for c in members),
+            cancelled=sum(c.status == CallState.CANCELLED for c in members),
         ))
     return out
 
@@ -109,10 +110,9 @@ def batches_of(run: Run) -> list[BatchProgress]:
 def status_line(run_id: str, status: Mapping[str, Any], state: str | None = None) -> str:
     """The one-line text form, e.g. ``RLM run r123: step 3/30 · sub-calls 12 done, 4 in flight,
     0 failed · 5,432 tokens · $0.0000 · 4.2 s``; a state other than running is appended."""
-    sc = status.get("subcalls") or {}
     line = (f"RLM run {run_id}: step {status.get('step', 0)}/{status.get('max_steps', 0)} · "
-            f"sub-calls {sc.get('done', 0)} done, {sc.get('inflight', 0)} in flight, "
-            f"{sc.get('failed', 0)} failed · {int(status.get('tokens', 0)):,} tokens · "
+            f"sub-calls {subcalls_text(status.get('subcalls') or {})} · "
+            f"{int(status.get('tokens', 0)):,} tokens · "
             f"${float(status.get('cost_usd', 0.0)):.4f} · {float(status.get('elapsed_s', 0.0)):.1f} s")
     state = state or str(status.get("state") or "")
     if state and state != "running":
@@ -120,39 +120,40 @@ def status_line(run_id: str, status: Mapping[str, Any], state: str | None = None
     return line
 
 
-def _status_of_run(run: Run, max_steps: int) -> dict[str, Any]:
-    """A ``status_payload``-shaped dict from the record alone (before the first tick, at finish)."""
-    calls = list(run.subcalls.values())
-    return {
-        "state": run.status, "step": len([s for s in run.steps if s.status != "stale"]),
-        "max_steps": max_steps,
-        "subcalls": {"done": sum(c.status == "ok" for c in calls),
-                     "inflight": sum(c.status in ("inflight", "pending") for c in calls),
-                     "failed": sum(c.status in _FAILED for c in calls)},
-        "tokens": run.usage.total_tokens, "cost_usd": run.usage.cost_usd,
-        "elapsed_s": run.elapsed_s,
-    }
+def subcalls_text(sc: Mapping[str, Any]) -> str:
+    """``12 done, 4 in flight, 28 queued, 0 failed`` (cancelled and queued only when there are)."""
+    parts = [f"{sc.get('done', 0)} done", f"{sc.get('inflight', 0)} in flight"]
+    if sc.get("queued"):
+        parts.append(f"{sc['queued']} queued")
+    parts.append(f"{sc.get('failed', 0)} failed")
+    if sc.get("cancelled"):
+        parts.append(f"{sc['cancelled']} cancelled")
+    return ", ".join(parts)
 
 
-class RunPanel:
+class RunWidget(RunObserver):
     """Progress of one run: step k of max, a bar per ``llm_batch``, tokens, cost, time, Stop.
 
-    ``stop`` is called (on the kernel's main thread, from the button's comm message) when the user
-    clicks Stop; the kernel wires it to ``RunManager.control("stop", run_id)``. ``interval`` is the
-    least time between two renders; ``clock`` is injectable for tests.
+    ``stop`` is called when the user clicks Stop (the kernel routes the click's comm message to it
+    even while a step blocks the main thread). ``runs`` is the session's run map, for the counters
+    of the run tree. ``interval`` is the least time between two renders; ``clock`` is injectable
+    for tests.
     """
 
-    def __init__(self, run: Run, max_steps: int, stop: Callable[[], None] | None = None, *,
-                 interval: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, run: Run, runs: dict[str, Run] | None = None,
+                 stop: Callable[[], None] | None = None, *, interval: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         import ipywidgets as w
 
         self.run = run
-        self.max_steps = max_steps
+        self.runs = runs if runs is not None else {run.run_id: run}
+        self.max_steps = int(run.settings.get("max_steps") or 0)
         self._stop_cb = stop
         self.interval = interval
         self._clock = clock
         self._lock = threading.RLock()
-        self._status: dict[str, Any] = _status_of_run(run, max_steps)
+        self._status: dict[str, Any] = cells.run_status(run, self.runs)
+        self._given: dict[str, Any] | None = None
         self._last_render = float("-inf")
         self._timer: threading.Timer | None = None
         self.stopping = False
@@ -162,7 +163,7 @@ class RunPanel:
 
         self.title = w.HTML()
         self.state = w.HTML()
-        self.steps = w.IntProgress(value=0, min=0, max=max(max_steps, 1), description="step",
+        self.steps = w.IntProgress(value=0, min=0, max=max(self.max_steps, 1), description="step",
                                    bar_style="info", layout=w.Layout(width="260px"))
         self.steps_text = w.Label()
         self.meters = w.Label()
@@ -172,6 +173,7 @@ class RunPanel:
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     tooltip="Stop this run: cancels in-flight model calls")
         self.stop_button.on_click(self._on_stop_click)
+        _click_early(self.stop_button, self.stop)
         self._batch_rows: dict[str, tuple[Any, Any, Any]] = {}
         self.widget = w.VBox([
             w.HBox([self.title, self.state, self.stop_button],
@@ -189,18 +191,22 @@ class RunPanel:
 
         self._display_id = display(self, display_id=True)
 
-    def update(self, status: Mapping[str, Any]) -> None:
-        """Take a ``status_payload`` dict (or a whole ``status`` message); render when due.
+    def update(self, status: Mapping[str, Any] | None = None) -> None:
+        """Render when due: with ``status`` (a ``status_payload`` dict or a ``status`` message)
+        as given, else with the counters read from the run tree at render time.
 
-        Thread-safe and cheap: within ``interval`` of the last render the status is only stored
-        and one trailing render is scheduled, so bursts of sub-call events cost one refresh.
+        Thread-safe and cheap: within ``interval`` of the last render nothing is computed and
+        one trailing render is scheduled, so bursts of sub-call events cost one refresh.
         """
-        if status.get("type") == "status" and isinstance(status.get("status"), Mapping):
+        if status is not None and status.get("type") == "status" and \
+                isinstance(status.get("status"), Mapping):
             status = status["status"]
         with self._lock:
             if self.finished:
                 return
-            self._status = dict(status)
+            self._given = dict(status) if status is not None else None
+            if self._given is not None:
+                self._status = self._given
             wait = self._last_render + self.interval - self._clock()
             if wait <= 0:
                 self._render()
@@ -218,23 +224,14 @@ class RunPanel:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            status = dict(self._status)
-            fresh = _status_of_run(run, self.max_steps)
-            # The last tick counts the whole run tree (children's tokens too): keep the larger.
-            for key in ("step", "tokens", "cost_usd", "elapsed_s"):
-                status[key] = max(status.get(key) or 0, fresh[key])
-            status["subcalls"] = {k: max((status.get("subcalls") or {}).get(k, 0), v)
-                                  for k, v in fresh["subcalls"].items()}
-            status["subcalls"]["inflight"] = 0
-            status["state"] = run.status
-            self._status = status
+            self._given = None
             self.finished = True
             self.stopping = False
             self._render()
             self.stop_button.disabled = True
-            self.stop_button.description = {"paused": "Paused", "stopped": "Stopped"}.get(
-                run.status, "Done")
-            if run.status == "paused":
+            self.stop_button.description = {RunState.PAUSED: "Paused",
+                                            RunState.STOPPED: "Stopped"}.get(run.status, "Done")
+            if run.status == RunState.PAUSED:
                 self.stop_button.tooltip = "Paused: `%rlm continue` resumes, `%rlm stop` ends it"
             self.answer.value = html.escape(self.answer_line(), quote=False)
             self.answer.layout.display = "" if self.answer.value else "none"
@@ -302,6 +299,8 @@ class RunPanel:
 
     def _render(self) -> None:
         """Push the current status to the widgets; ipywidgets sends only traits that changed."""
+        given = self._given
+        self._status = given if given is not None else cells.run_status(self.run, self.runs)
         st = self._status
         self._last_render = self._clock()
         self.renders += 1
@@ -312,12 +311,12 @@ class RunPanel:
         step, max_steps = int(st.get("step") or 0), int(st.get("max_steps") or self.max_steps or 1)
         self.steps.max = max(max_steps, 1)
         self.steps.value = min(step, self.steps.max)
-        self.steps.bar_style = _DONE_STATES.get(state, "info") if self.finished else "info"
+        done_style = _DONE_STATES.get(RunState(state), "info") if state in _DONE_STATES else "info"
+        self.steps.bar_style = done_style if self.finished else "info"
         self.steps_text.value = f"{step} of {max_steps}"
-        sc = st.get("subcalls") or {}
         self.meters.value = (
-            f"sub-calls {sc.get('done', 0)} done, {sc.get('inflight', 0)} in flight, "
-            f"{sc.get('failed', 0)} failed · {int(st.get('tokens') or 0):,} tokens · "
+            f"sub-calls {subcalls_text(st.get('subcalls') or {})} · "
+            f"{int(st.get('tokens') or 0):,} tokens · "
             f"${float(st.get('cost_usd') or 0.0):.4f} · {float(st.get('elapsed_s') or 0.0):.1f} s")
         self._render_batches()
 
@@ -352,6 +351,53 @@ class RunPanel:
         self.batches_more.value = (f"… {hidden} earlier batch{'es' if hidden != 1 else ''}"
                                    if hidden else "")
         self.batches_more.layout.display = "" if hidden else "none"
+
+    # -- observer hooks: every event asks for a (throttled) render -----------------------------
+    def run_started(self, run: Run) -> None:
+        self.update()
+
+    def step_proposed(self, run: Run, step: Step) -> None:
+        self.update()
+
+    def step_finished(self, run: Run, step: Step) -> None:
+        self.update()
+
+    def subcall_started(self, run: Run, call: SubCall) -> None:
+        self.update()
+
+    def subcall_finished(self, run: Run, call: SubCall) -> None:
+        self.update()
+
+    def run_finished(self, run: Run) -> None:
+        if run is self.run:
+            self.finish(run)
+
+
+def _click_early(button: Any, act: Callable[[], None]) -> None:
+    """Act on a click as its comm message passes ipykernel's shell-channel thread.
+
+    Why: the click reaches the kernel as a comm message, which ipykernel handles on the main
+    thread, and a step blocked in ``llm()`` holds that thread; Stop must not wait for it. ipykernel
+    (>= 7) asks each comm where to route its messages (``_reply_subshell_for``) on that thread; we
+    act there and route as before. The main thread's later click handler finds the widget already
+    stopping and does nothing. Without the hook, the click is handled as before (later).
+    """
+    comm = getattr(button, "comm", None)
+    route = getattr(comm, "_reply_subshell_for", None)
+    if route is None:
+        return
+
+    def early(data: Any, default: Any) -> Any:
+        try:
+            content = data.get("content") if isinstance(data, dict) else None
+            if data.get("method") == "custom" and isinstance(content, dict) and \
+                    content.get("event") == "click":
+                act()
+        except Exception:  # noqa: BLE001 - routing must never fail; the click is handled later
+            pass
+        return route(data, default)
+
+    comm._reply_subshell_for = early  # type: ignore[union-attr]
 
 
 def _clip(text: str, limit: int = 300) -> str:

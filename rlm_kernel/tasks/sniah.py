@@ -24,7 +24,7 @@ import uuid
 from functools import lru_cache
 from importlib import resources
 
-from .tasks import CHARS_PER_TOKEN, Task, task_rng
+from .base import CHARS_PER_TOKEN, Task, task_rng
 
 __all__ = ["generate", "NOISE", "QUERY_TEMPLATE", "NEEDLE_TEMPLATE", "ADJECTIVES", "NOUNS"]
 

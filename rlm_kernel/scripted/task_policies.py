@@ -4,7 +4,7 @@ Why: the eval harness has to be tested end to end in CI without a network or an 
 scripted model's scores in the eval table must come from really playing the task, not from reading
 the gold. So the root policy only writes REPL code (the paper's partition + map + aggregate strategy),
 and the labels come from sub-calls: the sub policy labels each question it is sent by looking the text
-up in :func:`rlm_kernel.evals.questions.label_of`, the question bank's label map. That map lives in
+up in :func:`rlm_kernel.tasks.questions.label_of`, the question bank's label map. That map lives in
 the package, never in the context, so a root that skipped the sub-calls could not answer, exactly as
 with a real model (which would label from the question's meaning instead).
 
@@ -32,9 +32,9 @@ from __future__ import annotations
 import re
 import textwrap
 
-from ..evals.oolong import parse_query
-from ..evals.oolong_pairs import Predicate, parse_pairs_query
-from ..evals.questions import LABELS, label_of
+from ..tasks.oolong import parse_query
+from ..tasks.oolong_pairs import Predicate, parse_pairs_query
+from ..tasks.questions import LABELS, label_of
 from .policies import RootView, register_root_policy, register_sub_policy
 
 __all__ = [

@@ -32,8 +32,8 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .base import CHARS_PER_TOKEN, Task, task_rng
 from .questions import LABELS, bank
-from .tasks import CHARS_PER_TOKEN, Task, task_rng
 
 __all__ = [
     "generate",

@@ -1,0 +1,359 @@
+"""Run lifecycle in the kernel: start, drive, pause, resume, replay, stop, and a human's step edits.
+
+A run executes inside the cell that drives it (a ``%%rlm`` query, ``%rlm continue``...): an async
+loop that awaits its model calls, so front-end messages (Pause, Stop) reach the kernel mid-run, each
+step going through the shell like a human cell (:class:`~rlm_kernel.kernel.capture.ShellExecutor`).
+The driver builds each drive from the session's parts: the :class:`RunRegistry` (records and
+places), the :class:`ClientPool` (model clients), the :class:`FrontendChannel` (cells out), and
+the views that observe a drive (the cell emitter, the query cell's own display, the run widget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any, cast
+
+from .. import cells
+from ..budgets import Budget
+from ..config import RLMConfig
+from ..engine import Controller, Engine
+from ..errors import ConfigError, RLMError
+from ..lm import LMClient
+from ..notebook import (
+    MARKER_RE,
+    query_cell,
+    recorded_responses,
+    run_cells,
+    step_cell,
+    thought_cell,
+)
+from ..observer import Observers, RunObserver
+from ..outputs import outputs_to_text, truncate
+from ..prompt_store import PromptStore
+from ..repl import Repl
+from ..states import RunState, StepState
+from ..trajectory import ContextInfo, Run, Step, new_id
+from . import files
+from .capture import ShellExecutor
+from .channel import FrontendChannel
+from .clients import ClientPool
+from .display import QueryCellView
+from .emitter import CellEmitter
+from .interrupts import InterruptRouter
+from .registry import RunPlace, RunRegistry
+
+__all__ = ["RunDriver", "RunOutcome"]
+
+
+@dataclass
+class RunOutcome:
+    run: Run
+    execution_count: int
+    error: tuple[str, str] | None = None  # (ename, evalue) for the execute_reply
+
+
+class RunDriver:
+    """Every way a run starts, goes on or ends in the kernel, in one place.
+
+    Longer than the other parts of ``kernel/`` on purpose: start, resume, replay and a human's
+    step re-run all end in the same drive (:meth:`_drive`) and share its state (the active
+    controller, the session REPL, the kept prompts); what they do not share lives elsewhere
+    (records and places: ``registry``; clients: ``clients``; cells out: ``channel``/``emitter``;
+    files: ``files``; SIGINT: ``interrupts``).
+    """
+
+    def __init__(self, shell: Any, config: RLMConfig, *, registry: RunRegistry, pool: ClientPool,
+                 channel: FrontendChannel, log: Any) -> None:
+        self.shell = shell
+        self.config = config
+        self.registry = registry
+        self.pool = pool
+        self.channel = channel
+        self.log = log
+        self.executor = ShellExecutor(shell)
+        self.interrupts = InterruptRouter(lambda: self.executor.blocking)
+        self.prompts = PromptStore(lambda: self.config.keep_prompt_chars)
+        self.controller: Controller | None = None
+        session_run = Run(run_id="session", query="(cells typed by a human)", depth=0)
+        self.session_repl = Repl(
+            shell.user_ns, context=shell.user_ns.get("context"),
+            client=cast(LMClient, _LazyClient(self)),  # built on first use, not at kernel start
+            config=config, run=session_run, budget=Budget(config, pool.ledger),
+            prompt_store=self.prompts,
+        )
+
+    # -- the human's hands ----------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The session's client for the current settings (a human's ``llm()``, ``%%llm``)."""
+        return self.pool.client_for(self.config)
+
+    def reconfigure(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self.config, name, value)
+        self.session_repl.config = self.config
+
+    def control(self, action: str, run_id: str | None) -> None:
+        """A front-end's Pause / Step / Continue / Stop (any thread; acts at once)."""
+        if action not in cells.CONTROL_ACTIONS:
+            return
+        active = self.registry.active
+        if self.controller is not None and active and run_id in (None, active):
+            self.controller.request(action)
+            if action == "stop":
+                self.pool.stop_all()
+
+    def stop_active(self) -> None:
+        """Ask the active run to stop and cancel every call in flight (an interrupt)."""
+        if self.controller is not None:
+            self.controller.request("stop")
+        self.pool.stop_all()
+
+    def stop_paused(self) -> list[Run]:
+        """``%rlm stop``: end every paused run, and tell the front-ends."""
+        stopped = self.registry.paused()
+        for run in stopped:
+            run.move(RunState.STOPPED)
+            run.stop_reason = "stopped by the user (%rlm stop)"
+            place = self.registry.places.get(run.run_id)
+            anchor = place.anchor if place else None
+            self.channel.send(cells.status_msg(run.run_id, cells.run_status(run, self.registry.runs),
+                                               anchor))
+            self.channel.send(cells.finish_msg(run.run_id, run.status, run.answer,
+                                               run.stop_reason, anchor))
+        return stopped
+
+    # -- starting -------------------------------------------------------------------------------
+    def new_run(self, query: str, opts: dict[str, Any], *, source: str, cell_id: str | None,
+                base: RLMConfig | None = None, run_id: str | None = None) -> Run:
+        var = opts.get("context") or "context"
+        context = self.shell.user_ns.get(var)
+        if context is None:
+            raise ConfigError(
+                f"no context: the variable {var!r} is not set. Assign the data to it first "
+                f"(e.g. `{var} = open('big.txt').read()` or `%rlm load big.txt`), or pass "
+                "--context NAME"
+            )
+        if hasattr(context, "__len__") and len(context) == 0:
+            raise ConfigError(f"the context {var!r} is empty ({type(context).__name__} of length 0); "
+                              "give the run something to read")
+        cfg = (base or self.config).copy(**{k: v for k, v in opts.items()
+                                            if k in _PER_RUN and v is not None})
+        source_tag = self.registry.context_sources.get(var, f"variable:{var}")
+        run = Run(run_id=run_id or new_id("r"), query=query, model=cfg.root_model,
+                  sub_model=cfg.subcall_model, context=ContextInfo.describe(context, source_tag),
+                  settings=cfg.settings())
+        query_id = cell_id or f"{run.run_id}-q"
+        self.registry.add_root(run, RunPlace(cell_id, query_id, source, cfg, context=context))
+        return run
+
+    async def start(self, query: str, opts: dict[str, Any], *, source: str,
+                    cell_id: str | None, base: RLMConfig | None = None,
+                    run_id: str | None = None) -> RunOutcome:
+        run = self.new_run(query, opts, source=source, cell_id=cell_id, base=base, run_id=run_id)
+        place = self.registry.places[run.run_id]
+        count = self._count_query(source)
+        # The query cell learns its run (and headless clients create it from this update).
+        qcell = query_cell(run, source, place.query_id)
+        self.channel.send(cells.update_msg(run.run_id, place.query_id, metadata=qcell["metadata"],
+                                           source=source, kind="query", anchor=cell_id))
+        return await self._drive(run, Controller(step_mode=bool(opts.get("step"))), count)
+
+    async def resume(self, run_id: str | None, *, step_mode: bool, source: str,
+                     notebook: str | None = None) -> RunOutcome:
+        reg = self.registry
+        if notebook or (run_id not in reg.runs if run_id else not reg.roots):
+            # Nothing in memory (a restarted kernel): resume from the saved trajectory instead.
+            path = notebook or files.session_notebook()
+            if path is None:
+                reg.find(run_id)  # raises the clear "no run" message
+            assert path is not None
+            outcomes = await self.replay(path, live=True, source=source, only=run_id)
+            return outcomes[-1]
+        run = reg.find(run_id)
+        count = self._count_query(source)
+        if run.status == RunState.RUNNING and reg.active == run.run_id:
+            raise RLMError(f"run {run.run_id} is still running")
+        return await self._drive(run, Controller(step_mode=step_mode), count)
+
+    async def replay(self, path: str, *, live: bool, source: str, cell_id: str | None = None,
+                     only: str | None = None) -> list[RunOutcome]:
+        """Re-run a trajectory's queries with its recorded responses.
+
+        ``live=False`` (replay): every model call must come from the record; one that does not is
+        reported, never invented; its cells go below the replaying cell (``cell_id``).
+        ``live=True`` (resume): recorded calls are reused, so nothing already paid for is paid
+        again, and the run goes on live past the end of the record; it keeps its run id and its
+        query cell, so its cells are updated in place (ids are deterministic) and new ones follow.
+        """
+        runs, anchors = files.read_trajectory(path)
+        self.registry.recorded_anchors.update(anchors)
+        self.pool.cache.seed(recorded_responses(runs))
+        roots = [r for r in runs.values() if r.depth == 0 and only in (None, r.run_id)]
+        if not roots:
+            raise RLMError(f"{path} holds no run {only!r}" if only else f"{path} holds no root run")
+        if live:
+            roots = roots[-1:]  # resume the latest run; earlier ones are finished history
+        outcomes: list[RunOutcome] = []
+        self.pool.cache_only = not live
+        try:
+            for rec in roots:
+                context = files.load_context(rec.context.source, rec.context.sha256,
+                                             self.shell.user_ns)
+                self.shell.user_ns["context"] = context
+                self.registry.context_sources["context"] = rec.context.source
+                base = self.config.replayable(rec.settings)
+                opts = {"model": rec.model, "sub_model": rec.sub_model}
+                anchor = self.registry.recorded_anchors.get(rec.run_id) if live else cell_id
+                outcomes.append(await self.start(
+                    rec.query, opts, source=f"%%rlm\n{rec.query}", cell_id=anchor, base=base,
+                    run_id=rec.run_id if live else None))
+        finally:
+            self.pool.cache_only = False
+        return outcomes
+
+    # -- driving --------------------------------------------------------------------------------
+    def _count_query(self, source: str) -> int:
+        """Give the query (or control) cell its own execution count and history entry."""
+        count = self.shell.execution_count
+        with contextlib.suppress(Exception):
+            self.shell.history_manager.store_inputs(count, source, source)
+        self.shell.execution_count += 1
+        return count
+
+    def _views(self, run: Run, place: RunPlace) -> tuple[CellEmitter, list[RunObserver]]:
+        """What follows this drive: the cell emitter always; without a mirroring front-end, the
+        query cell's own step display and the run widget."""
+        existing = [c["id"] for c in run_cells(run, self.registry.runs, place.source,
+                                               place.query_id)]
+        emitter = CellEmitter(self.channel, run, self.registry.runs, anchor=place.anchor,
+                              query_id=place.query_id, known=existing)
+        views: list[RunObserver] = [emitter]
+        if not self.channel.mirrors:
+            views.append(QueryCellView())
+            widget = self._widget(run, place.config)
+            if widget is not None:
+                views.append(widget)
+        return emitter, views
+
+    def _widget(self, run: Run, cfg: RLMConfig) -> RunObserver | None:
+        from .run_widget import RunWidget, widget_enabled
+
+        if not widget_enabled(cfg):
+            return None
+        try:
+            widget = RunWidget(run, self.registry.runs,
+                               stop=lambda: self.control("stop", run.run_id))
+            widget.display()
+        except Exception as exc:  # noqa: BLE001 - the widget is a view; the run must go on
+            self.log.warning("rlm: no run widget: %s", exc)
+            return None
+        return widget
+
+    async def _drive(self, run: Run, controller: Controller, count: int) -> RunOutcome:
+        reg = self.registry
+        place = reg.places[run.run_id]
+        cfg = place.config
+        client = self.pool.client_for(cfg)
+        client.resume()
+        self.controller = controller
+        reg.active = run.run_id
+        previous_context = self.shell.user_ns.get("context")
+        emitter, views = self._views(run, place)
+        place.views = views
+        emitter.start()
+        engine = Engine(client=client, config=cfg, run=run, executor=self.executor,
+                        context=place.context, observer=Observers(*views), controller=controller,
+                        runs=reg.runs, prompt_store=self.prompts)
+        place.repl = engine.repl
+        task = self.interrupts.task = asyncio.ensure_future(engine.arun())
+
+        async def tick() -> None:  # wakes the loop so an interrupt acts within 0.2 s
+            while True:
+                await asyncio.sleep(0.2)
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            self.interrupts.task = None
+            ticker.cancel()
+            self.pool.resume_all()
+            reg.active = None
+            self.controller = None
+            emitter.stop()
+            self._rebind_session()
+            if previous_context is not None:
+                self.shell.user_ns["context"] = previous_context
+        error = None
+        if run.status in (RunState.STOPPED, RunState.ERROR):
+            error = ("RLMRunStopped" if run.status == RunState.STOPPED else "RLMRunError",
+                     run.stop_reason or str(run.status))
+        return RunOutcome(run, count, error)
+
+    def _rebind_session(self) -> None:
+        """Hand the namespace back to the human: llm() & co. bound to the session, not a run
+        (their `context` is the caller's to restore)."""
+        self.shell.user_ns.update({k: v for k, v in self.session_repl.bound.items()
+                                   if k != "context"})
+
+    # -- human edits ----------------------------------------------------------------------------
+    async def rerun_step(self, run: Run, step: Step, code: str) -> tuple[Any, int]:
+        """A human ran a step cell: its code and outputs become the new truth for that step."""
+        place = self.registry.place_of(run)
+        repl = place.repl if place else None
+        if repl is not None:
+            self.shell.user_ns.update(repl.bound)
+            repl.begin_step(step.n)
+        body = MARKER_RE.sub("", code.lstrip(), count=1).lstrip("\n")
+        result = await self.executor.execute(code, timeout=None, run_id=run.run_id, step=step.n,
+                                             passthrough=True)
+        if repl is not None:
+            repl.restore()
+            self._rebind_session()
+        was_proposed = step.status == StepState.PROPOSED
+        step.edited = step.edited or body.strip() != (step.code or "").strip()
+        step.code = body
+        step.outputs, step.error = result.outputs, result.error
+        step.execution_count = result.execution_count
+        limit = place.config.output_chars if place else self.config.output_chars
+        step.output_text = truncate(outputs_to_text(step.outputs), limit)
+        step.move(StepState.DONE)
+        if repl is not None and repl.final is not None:
+            step.final = repl.final
+        stale = [] if was_proposed else run.mark_stale_after(step.n)
+        if stale and run.status.ended:
+            run.move(RunState.PAUSED)
+            run.answer = None
+            run.stop_reason = f"step {step.n} was edited; %rlm continue resumes from it"
+        if place is not None:
+            cell = step_cell(run, step)
+            self.channel.send(cells.update_msg(run.run_id, cell["id"], metadata=cell["metadata"]))
+            for s in stale:
+                if s.code is not None:
+                    sc = step_cell(run, s)
+                    self.channel.send(cells.update_msg(run.run_id, sc["id"],
+                                                       metadata=sc["metadata"],
+                                                       source=sc["source"]))
+                if s.thought or s.code is None:
+                    tc = thought_cell(run, s, record=s.code is None)
+                    self.channel.send(cells.update_msg(run.run_id, tc["id"],
+                                                       metadata=tc["metadata"]))
+        return result, result.execution_count or 0
+
+
+_PER_RUN = frozenset(name for name, trait in RLMConfig.class_traits(config=True).items()
+                     if trait.metadata.get("per_run"))
+
+
+class _LazyClient:
+    """The session REPL's client, created on the first human llm() call (not at kernel start)."""
+
+    def __init__(self, driver: RunDriver) -> None:
+        self._driver = driver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver.client, name)

@@ -1,0 +1,84 @@
+"""Trajectory files and context files, as the kernel reads and writes them.
+
+``%rlm export`` writes the session's trajectories; ``%rlm replay`` / ``%rlm resume`` /
+``%rlm continue --from`` read one back; replay and resume reload the context a recorded run read,
+and say plainly when that is not possible.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RLMError
+from ..notebook import query_cell_ids, runs_from_notebook, to_notebook, write_notebook
+from ..trajectory import ContextInfo, Run
+from .registry import RunRegistry
+
+if TYPE_CHECKING:
+    import nbformat
+
+__all__ = ["export", "read_trajectory", "load_context", "session_notebook"]
+
+
+def export(registry: RunRegistry, path: str) -> nbformat.NotebookNode:
+    """Write every root run of the session (with its children) as one notebook."""
+    roots = [registry.runs[r] for r in registry.roots]
+    nb = to_notebook(roots, registry.runs)
+    # Keep each query cell as the human typed it (its options included).
+    for cell in nb.cells:
+        meta = cell.metadata.get("rlm", {})
+        if meta.get("kind") == "query" and meta.get("run") in registry.places:
+            cell.source = registry.places[meta["run"]].source
+    write_notebook(nb, path)
+    return nb
+
+
+def read_trajectory(path: str) -> tuple[dict[str, Run], dict[str, str]]:
+    """The runs a notebook records, and each root run's query cell id in it."""
+    import nbformat
+
+    if not os.path.isfile(path):
+        raise RLMError(f"no notebook {path!r} (from {os.getcwd()})")
+    nb = nbformat.read(path, as_version=4)
+    runs = runs_from_notebook(nb)
+    if not runs:
+        raise RLMError(f"{path} holds no RLM trajectory (no cells with metadata.rlm)")
+    return runs, query_cell_ids(nb)
+
+
+def load_context(source: str, expected_sha: str, namespace: dict[str, Any]) -> Any:
+    """Reload a recorded run's context: from the variable it named, or the file it was read from."""
+    if source.startswith("variable:"):
+        var = source.split(":", 1)[1]
+        if var in namespace:
+            return namespace[var]
+        raise RLMError(
+            f"the trajectory's context came from the variable {var!r}, which this kernel does "
+            f"not have; set `{var} = ...` to the same data, then re-run"
+        )
+    if not source or not os.path.exists(source):
+        raise RLMError(
+            f"the trajectory's context file {source!r} is not here; put it at that path (or "
+            "load the data into `context`) and re-run"
+        )
+    with open(source, encoding="utf-8", errors="surrogateescape") as f:
+        text = f.read()
+    info = ContextInfo.describe(text, source)
+    if expected_sha and info.sha256 != expected_sha:
+        raise RLMError(
+            f"the context file {source} differs from the recorded one (sha256 {info.sha256[:12]} "
+            f"!= {expected_sha[:12]}); replay needs the same data"
+        )
+    return text
+
+
+def session_notebook() -> str | None:
+    """The notebook this kernel serves, if the server said (jupyter_server sets JPY_SESSION_NAME)."""
+    name = os.environ.get("JPY_SESSION_NAME", "")
+    if not name.endswith(".ipynb"):
+        return None
+    for candidate in (name, os.path.basename(name)):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None
