@@ -19,10 +19,12 @@ per cell. Goal of issue 13: kernel path <= bare round trip + 3 ms.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,11 +36,17 @@ RUNTIMES = ["kernel", "library", "rlms", "dspy"]
 
 
 def bare_round_trip(steps: int) -> float:
-    """Mean execute round trip of the trivial step code in a plain python3 kernel."""
-    from jupyter_client.manager import start_new_kernel
+    """Mean execute round trip of the trivial step code in a plain python3 kernel, over IPC
+    sockets as ``rlm-kernel run`` talks to its kernel."""
+    from jupyter_client.manager import KernelManager
 
-    km, kc = start_new_kernel(kernel_name="python3")
+    km = KernelManager(kernel_name="python3", transport="ipc")
+    km.ip = os.path.join(tempfile.gettempdir(), f"bench-bare-{uuid.uuid4().hex[:12]}")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
     try:
+        kc.wait_for_ready(timeout=60)
         kc.execute_interactive("x0 = 0", timeout=60)  # warm-up
         times = []
         for i in range(1, steps + 1):
