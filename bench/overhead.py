@@ -1,6 +1,6 @@
 """Root prompt prefix stability: does each root request extend the one before it?
 
-A needle query over a 1 MB context and a counting query (16 sub-calls) run through ``rlm-kernel run``
+A needle query over a 1 MB context and a counting query (16 sub-calls, 5,000 log lines) run through ``rlm-kernel run``
 against a server answering at once; the server logs every root request. For each root request but
 the last of its conversation: the share of its serialized messages that is an exact prefix of the
 next request's (goal 100%: a provider's prompt cache then serves every earlier step).
@@ -8,7 +8,7 @@ next request's (goal 100%: a provider's prompt cache then serves every earlier s
 The per-step overhead figure that used to live here (a whole ``%%rlm`` cell divided by its steps)
 is replaced by ``step_slope.py``: one definition of a step's cost for every runtime.
 
-    python bench/overhead.py [--chars 1000000] [--count-chars 400000]
+    python bench/overhead.py [--chars 1000000] [--count-lines 5000]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _procs  # noqa: E402
-from _common import Server, figure, save  # noqa: E402
-from scale import write_log, write_needle  # noqa: E402
+from _common import Server, count_query, figure, save, write_log  # noqa: E402
+from scale import write_needle  # noqa: E402
 
 
 def prefix_shares(roots: list[list[dict]]) -> list[float]:
@@ -58,17 +58,17 @@ def root_requests(server: Server, ctx: Path, query: str, tmp: Path) -> list[list
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--chars", type=int, default=1_000_000)
-    p.add_argument("--count-chars", type=int, default=400_000,
-                   help="size of the counting run's context (0: skip it)")
+    p.add_argument("--count-lines", type=int, default=5_000,
+                   help="lines of the counting run's log (0: skip it)")
     a = p.parse_args(argv)
     with Server(0.0) as server, tempfile.TemporaryDirectory() as tmp:
         ctx = Path(tmp) / "needle.txt"
         query, _ = write_needle(ctx, a.chars)
         shares = prefix_shares(root_requests(server, ctx, query, Path(tmp)))
-        if a.count_chars:
+        if a.count_lines:
             log_ctx = Path(tmp) / "log.txt"
-            cq, _ = write_log(log_ctx, a.count_chars)
-            shares += prefix_shares(root_requests(server, log_ctx, cq + " [chunks=16]", Path(tmp)))
+            write_log(log_ctx, a.count_lines)
+            shares += prefix_shares(root_requests(server, log_ctx, count_query(16), Path(tmp)))
     exact = sum(s == 1.0 for s in shares)
     out = {"prefix": {"pairs": len(shares), "exact": exact,
                       "min_share": min(shares) if shares else None,

@@ -45,7 +45,7 @@ def test_scale_and_overhead(capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(scale, "OUT", tmp_path)
     rows = scale.main(["--tokens", "5000", "--tasks", "needle"])
     assert rows[0]["correct"]
-    out = overhead.main(["--chars", "20000", "--count-chars", "0"])
+    out = overhead.main(["--chars", "20000", "--count-lines", "200"])
     assert out["prefix"]["pairs"] >= 1
     text = capsys.readouterr().out
     _figures(text, "scale")
