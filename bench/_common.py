@@ -6,6 +6,8 @@ import heapq
 import json
 import math
 import os
+import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +94,40 @@ def subcall_phase(spans: list[list[Any]]) -> float:
     (the server's view: the same measure for any client)."""
     subs = [(s, e) for root, s, e in spans if not root]
     return (max(e for _, e in subs) - min(s for s, _ in subs)) if subs else 0.0
+
+
+def make_log(lines: int, seed: int = 7) -> tuple[str, int]:
+    """A generated log of ``lines`` lines and how many of them contain 'ERROR' (about 10%)."""
+    rng = random.Random(seed)
+    levels = ["INFO"] * 8 + ["WARN", "ERROR"]
+    out, errors = [], 0
+    for i in range(lines):
+        lvl = rng.choice(levels)
+        errors += lvl == "ERROR"
+        out.append(f"2024-05-01T12:{i // 60 % 60:02d}:{i % 60:02d} {lvl} svc-{rng.randint(1, 9)} "
+                   f"request {i} handled in {rng.randint(1, 999)} ms")
+    return "\n".join(out), errors
+
+
+def write_log(path: Path, lines: int) -> int:
+    """Write ``make_log(lines)`` to ``path``; return the true count."""
+    text, errors = make_log(lines)
+    path.write_text(text)
+    return errors
+
+
+def count_query(n: int) -> str:
+    """The counting query that makes exactly n sub-calls in every runtime's scripted policy."""
+    return f"How many lines contain 'ERROR'? [chunks={n}]"
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def root_gaps(spans: list[list[Any]]) -> list[float]:
+    """Seconds between one root request's answer and the next root request's arrival: the
+    client's whole cost of a step (parse, run the code, capture, emit, build the next request)
+    when the model answers at once. Spans are in arrival order per run."""
+    roots = sorted((s, e) for root, s, e in spans if root)
+    return [s2 - e1 for (_, e1), (s2, _) in zip(roots, roots[1:], strict=False)]

@@ -9,18 +9,30 @@ commands on stdin, one per line:
   same clock as the benchmark process) and clears the log.
 - ``quit`` (or EOF): stops.
 
-Why a subclass here and not in the package: request logging is a benchmark instrument only.
+Why a subclass here and not in the package: request logging, the replies for peers' conventions
+and trivial runs (``bench/_bench_policies.py``) are benchmark instruments only.
+
+TCP_NODELAY: without it a reused connection waits for a delayed ACK (~40 ms) per response, which
+would hide real differences. asyncio already sets it on every accepted TCP socket; this server sets
+it again on each connection (so it holds whatever the package's server does) and reports, in
+``stats.nodelay``, how many connections had it already and how many it had to set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
-from rlm_kernel.scripted import ScriptedModel, ScriptedServer, policies
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench_policies import bench_reply  # noqa: E402
+
+from rlm_kernel.scripted import ScriptedModel, ScriptedServer, policies  # noqa: E402
 
 
 class LoggingModel(ScriptedModel):
@@ -63,13 +75,37 @@ class LoggingModel(ScriptedModel):
             pass
         return await super().handle(body)
 
+    def answer(self, request):
+        found = bench_reply(request.messages)
+        if found is not None:
+            return (True, *found)
+        return super().answer(request)
+
     def take_log(self) -> dict:
         with self._log_lock:
             out = {"latencies": self.latencies, "root": self.root, "spans": self.spans,
-                   "stats": self.stats.snapshot()}
+                   "stats": {**self.stats.snapshot(), "nodelay": dict(NODELAY)}}
             self.latencies, self.root, self.spans = [], [], []
         self.stats.reset()
         return out
+
+
+NODELAY = {"already_set": 0, "set_here": 0, "not_tcp": 0}
+
+
+class NoDelayServer(ScriptedServer):
+    """The package's server with TCP_NODELAY asserted on every accepted connection."""
+
+    async def _connection(self, reader, writer):  # type: ignore[override]
+        sock = writer.get_extra_info("socket")
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            NODELAY["not_tcp"] += 1
+        elif sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            NODELAY["already_set"] += 1
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            NODELAY["set_here"] += 1
+        return await super()._connection(reader, writer)
 
 
 def main() -> None:
@@ -79,7 +115,7 @@ def main() -> None:
     a = p.parse_args()
     lat = a.latency[0] if len(a.latency) == 1 else (a.latency[0], a.latency[1])
     model = LoggingModel(latency=lat, seed=a.seed)
-    server = ScriptedServer(model)
+    server = NoDelayServer(model)
     print(server.start(), flush=True)
     for line in sys.stdin:
         cmd = line.strip()

@@ -19,7 +19,7 @@ def _out_dir(tmp_path, monkeypatch):
     import _common
 
     monkeypatch.setattr(_common, "OUT", tmp_path)
-    for mod in ("scale", "overhead"):
+    for mod in ("scale",):
         if mod in sys.modules:
             monkeypatch.setattr(sys.modules[mod], "OUT", tmp_path)
 
@@ -38,35 +38,80 @@ def test_subcalls(capsys) -> None:
     assert "ratio=" in _figures(capsys.readouterr().out, "subcalls")[0]
 
 
-def test_side_by_side_ours_only(capsys) -> None:
-    import side_by_side
-
-    rows = side_by_side.main(["--n", "4", "--latency", "0", "--lines", "300", "--ours-c", "8"])
-    ours = [r for r in rows if r["runtime"] == "rlm-kernel"]
-    assert ours and all(r["correct"] and r["sub_requests"] == 4 for r in ours)
-    _figures(capsys.readouterr().out, "side_by_side")
-
-
 def test_scale_and_overhead(capsys, tmp_path, monkeypatch) -> None:
     import overhead
     import scale
 
     monkeypatch.setattr(scale, "OUT", tmp_path)
-    monkeypatch.setattr(overhead, "OUT", tmp_path)
     rows = scale.main(["--tokens", "5000", "--tasks", "needle"])
     assert rows[0]["correct"]
-    out = overhead.main(["--repeat", "1", "--chars", "20000", "--count-chars", "0"])
+    out = overhead.main(["--chars", "20000", "--count-lines", "200"])
     assert out["prefix"]["pairs"] >= 1
     text = capsys.readouterr().out
     _figures(text, "scale")
-    _figures(text, "overhead")
     _figures(text, "prefix")
 
 
-def test_step_slope(capsys, tmp_path, monkeypatch) -> None:
+def test_phase_kernel_and_library_and_a_peer_or_its_skip_line(capsys) -> None:
+    import _procs
+    import phase
+
+    rows = phase.main(["--n", "4", "--c", "2", "--latency", "0.01", "--repeat", "1", "--lines",
+                       "200", "--runtimes", "library", "kernel", "rlms"])
+    ours = [r for r in rows if r["runtime"] in ("library", "kernel")]
+    assert len(ours) == 2 and all(r["correct"] and r["sub_requests"] == 4 for r in ours), rows
+    out = capsys.readouterr().out
+    _figures(out, "phase")
+    assert _procs.peer_python("rlms") is not None or _procs.skip_line("rlms") in out
+
+
+def test_cpu_counts_the_kernel_and_the_front_end_apart(capsys) -> None:
+    import cpu
+
+    rows = cpu.main(["--n", "5", "--repeat", "1", "--lines", "200",
+                     "--runtimes", "kernel", "openai"])
+    kernel = next(r for r in rows if r["runtime"] == "kernel")
+    assert "kernel_ms_per_call" in kernel and "frontend_ms_per_call" in kernel
+    _figures(capsys.readouterr().out, "cpu")
+
+
+def test_step_slope_sees_one_gap_per_step(capsys) -> None:
     import step_slope
 
-    monkeypatch.setattr(step_slope, "save", lambda name, data: None)
-    assert step_slope.main(["--repeat", "1", "--steps", "3"]) == 0
-    lines = _figures(capsys.readouterr().out, "slope")
-    assert any("marginal root step" in ln for ln in lines)
+    out = step_slope.main(["--steps", "2", "--repeat", "1", "--runtimes", "kernel", "library"])
+    assert {r["runtime"] for r in out["rows"]} == {"kernel", "library"}
+    assert out["bare_ipykernel_ms"] > 0
+    _figures(capsys.readouterr().out, "step")
+
+
+def test_startup_and_side_by_side(capsys) -> None:
+    import side_by_side
+    import startup
+
+    rows = startup.main(["--repeat", "1", "--runtimes", "kernel"])
+    assert rows[0]["wall_s"] > 0
+    rows = side_by_side.main(["--n", "3", "--latency", "0", "--repeat", "1", "--lines", "200",
+                              "--c", "4", "--runtimes", "kernel"])
+    assert [r["c"] for r in rows] == [16, 4] and all(r["correct"] for r in rows)
+    text = capsys.readouterr().out
+    _figures(text, "startup")
+    _figures(text, "side_by_side")
+
+
+def test_big_batch_and_replay_and_the_report(capsys, tmp_path, monkeypatch) -> None:
+    import big_batch
+    import replay
+    import report
+
+    monkeypatch.setattr(report, "OUT", tmp_path)
+    out = big_batch.main(["--n", "12", "--c", "4", "--latency", "0.01", "--lines", "200"])
+    assert out["ratio"] > 0
+    out = replay.main(["--sizes", "3", "6", "--lines", "200", "--timeout", "120"])
+    assert all(r.get("correct") for r in out["rows"]), out
+    assert "ratio" in out
+    results = report.main()
+    assert {"big_batch", "replay"} <= set(results)
+    text = capsys.readouterr().out
+    _figures(text, "big_batch")
+    _figures(text, "replay")
+    assert "| one `llm_batch` of 12" in text
