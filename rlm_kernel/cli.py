@@ -30,6 +30,9 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--query", help="the question")
     p.add_argument("--resume", metavar="PATH.ipynb",
                    help="resume a trajectory: recorded calls are reused, the rest runs live")
+    p.add_argument("--trust", action="store_true",
+                   help="resume a trajectory you did not write without being asked (read its "
+                        "code first: resuming runs it)")
     add_setting_options(p, "cli")
     p.add_argument("--scripted-latency", type=float, help=argparse.SUPPRESS)
     p.add_argument("--output", default="trajectory.ipynb", help="trajectory notebook to write")
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=1_000_000, help="haystack characters")
     p = sub.add_parser("replay", help="re-run a trajectory from its recorded responses, offline")
     p.add_argument("notebook")
+    p.add_argument("--trust", action="store_true",
+                   help="replay a trajectory you did not write without being asked (read its "
+                        "code first: replaying runs it)")
     p.add_argument("--output", help="write the replayed trajectory here")
     p = sub.add_parser("serve-scripted", help="serve the scripted model over HTTP on 127.0.0.1")
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -128,7 +134,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return _fail(f"no trajectory {args.resume!r} to resume", 2)
         import nbformat
 
-        cells = [f"%rlm resume {shlex.quote(os.path.abspath(args.resume))}"]
+        refused = _consent(args.resume, args.trust)
+        if refused:
+            return _fail(refused, 2)
+        cells = [f"%rlm resume --trust {shlex.quote(os.path.abspath(args.resume))}"]
         output = args.output if args.output != "trajectory.ipynb" else args.resume
         original = nbformat.read(args.resume, as_version=4)
         return _headless(values, cells, output, initial=[dict(c) for c in original.cells])
@@ -143,6 +152,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _headless(values, [*setup, f"{head}\n{args.query}"], args.output)
 
 
+def _consent(path: str, trusted: bool) -> str | None:
+    """None when the trajectory at ``path`` may run: signed by this user and its cells show what
+    runs, or ``--trust``, or the human said yes at the prompt. Otherwise why not."""
+    import nbformat
+
+    from .trust import review
+
+    report = review(nbformat.read(path, as_version=4), path)
+    if trusted or not report.needs_consent:
+        return None
+    print(report.summary(), file=sys.stderr)
+    if sys.stdin.isatty():
+        try:
+            if input("Run this code? [y/N] ").strip().lower() in ("y", "yes"):
+                return None
+        except EOFError:
+            pass
+    return (f"{path} is not trusted and nothing was run; read the code above, then pass --trust "
+            f"(or `jupyter trust {path}`)")
+
+
 def _output_problem(path: str | None) -> str | None:
     """Why the trajectory could not be written to ``path``, found before the run starts."""
     if not path:
@@ -150,10 +180,11 @@ def _output_problem(path: str | None) -> str | None:
     target = os.path.abspath(path)
     if os.path.isdir(target):
         return f"--output {path!r} is a directory; give a file name such as {path}/run.ipynb"
-    directory = os.path.dirname(target)
-    probe = directory
+    probe = os.path.dirname(target)
     while probe and not os.path.exists(probe):
         probe = os.path.dirname(probe)
+    if not os.path.isdir(probe or "."):
+        return f"--output {path!r} is not writable: {probe} is a file, not a directory"
     if not os.access(probe or ".", os.W_OK) or (os.path.exists(target)
                                                and not os.access(target, os.W_OK)):
         return f"--output {path!r} is not writable; choose a path you can write to"
@@ -240,7 +271,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     if not os.path.exists(args.notebook):
         return _fail(f"no notebook {args.notebook!r}", 2)
-    code = f"%rlm replay {shlex.quote(os.path.abspath(args.notebook))}"
+    refused = _consent(args.notebook, args.trust)
+    if refused:
+        return _fail(refused, 2)
+    code = f"%rlm replay --trust {shlex.quote(os.path.abspath(args.notebook))}"
     os.environ.update({"OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""})  # replay needs no endpoint
     return _headless({}, [code], args.output, banner=False)
 

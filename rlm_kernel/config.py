@@ -39,6 +39,9 @@ from .errors import ConfigError
 __all__ = [
     "RLMConfig",
     "redact",
+    "redact_json",
+    "remember_secret",
+    "without_userinfo",
     "SCRIPTED_ROOT",
     "SCRIPTED_SUB",
     "add_setting_options",
@@ -52,14 +55,53 @@ _known_secrets: set[str] = set()
 
 
 def redact(text: str) -> str:
-    """Replace every API key this process has seen (and its first 8+ chars) with '***'."""
+    """Replace every secret this process has seen with '***': whole, and the parts providers echo
+    ("sk-test-01...ECRET": a prefix of 8+ characters, a suffix of 6+ of a long key)."""
+    if not _known_secrets or not isinstance(text, str):
+        return text
     for secret in _known_secrets:
-        if len(secret) >= 8 and secret in text:
+        if len(secret) < 8:
+            continue
+        if secret in text:
             text = text.replace(secret, "***")
-        # Providers echo keys partly ("sk-abc1***wxyz"): hide any long-enough prefix too.
-        if len(secret) >= 12 and secret[:12] in text:
-            text = text.replace(secret[:12], "***")
+        if len(secret) >= 16:
+            text = _redact_parts(text, secret)
     return text
+
+
+def _redact_parts(text: str, secret: str) -> str:
+    """The longest prefix (8+ chars) and suffix (6+ chars) of ``secret`` that occur in ``text``."""
+    if secret[:8] in text:
+        for n in range(len(secret) - 1, 7, -1):
+            if secret[:n] in text:
+                text = text.replace(secret[:n], "***")
+                break
+    if secret[-6:] in text:
+        for n in range(len(secret) - 1, 5, -1):
+            if secret[-n:] in text:
+                text = text.replace(secret[-n:], "***")
+                break
+    return text
+
+
+def redact_json(value: Any) -> Any:
+    """Every string in a JSON-like value (outputs, records) through :func:`redact`; the value
+    itself when no secret is known (the common case costs nothing)."""
+    if not _known_secrets:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    return value
+
+
+def remember_secret(secret: str) -> None:
+    """Make :func:`redact` hide ``secret`` (an API key, a password in a URL) from now on."""
+    if secret:
+        _known_secrets.add(secret)
 
 
 class FiniteFloat(Float):
@@ -173,8 +215,7 @@ class RLMConfig(Configurable):
 
     @validate("api_key")
     def _remember_secret(self, proposal: dict[str, Any]) -> str:
-        if proposal["value"]:
-            _known_secrets.add(proposal["value"])
+        remember_secret(proposal["value"])
         return proposal["value"]
 
     @validate("base_url")
@@ -182,9 +223,13 @@ class RLMConfig(Configurable):
         url = proposal["value"].strip()
         if url and not url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"base_url {url!r} is not an http(s) URL; use e.g. http://localhost:8000/v1 "
-                "(vLLM), http://localhost:11434/v1 (Ollama) or https://api.openai.com/v1"
+                f"base_url {redact(without_userinfo(url))!r} is not an http(s) URL; use e.g. "
+                "http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama) or "
+                "https://api.openai.com/v1"
             )
+        userinfo = url.partition("://")[2].split("/", 1)[0].rpartition("@")[0]
+        if userinfo:  # a key given as https://user:key@host/v1 is a secret too
+            remember_secret(userinfo.partition(":")[2] or userinfo)
         return url
 
     @validate("prices")
@@ -230,7 +275,7 @@ class RLMConfig(Configurable):
                if not trait.metadata.get("secret")}
         out["scripted"] = self.scripted
         if out.get("base_url"):
-            out["base_url"] = _without_userinfo(out["base_url"])
+            out["base_url"] = without_userinfo(out["base_url"])
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -338,7 +383,7 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _without_userinfo(url: str) -> str:
+def without_userinfo(url: str) -> str:
     """``https://user:key@host/v1`` -> ``https://host/v1``: credentials never reach a record."""
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest.split("/", 1)[0]:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budgets import Budget
-from .config import RLMConfig
+from .config import RLMConfig, redact, redact_json
 from .errors import BudgetExceeded, ModelCallError, ReplayMissError, RLMError, RunStopped
 from .executor import Executor, InProcessExecutor
 from .lm import LMClient
 from .observer import RunObserver
-from .outputs import outputs_to_text, truncate
+from .outputs import outputs_to_text, sanitize_outputs, truncate
 from .parsing import parse_reply
 from .prompt_store import PromptStore
 from .prompts import first_user_message, nudge_message, step_feedback, system_prompt
@@ -126,6 +126,7 @@ class Engine:
         run.move(RunState.RUNNING)
         run.stop_reason, run.ended = None, None
         run.clock_start()
+        self.repl.active = True
         self.messages = build_history(run, self.config)
         self.observer.run_started(run)
         try:
@@ -163,6 +164,7 @@ class Engine:
         except RLMError as exc:
             self._end(RunState.ERROR, str(exc))
         finally:
+            self.repl.active = False
             if run.status == RunState.RUNNING:  # left by an exception none of the above caught
                 self._end(RunState.ERROR, "internal error (the kernel log has the traceback)")
             if run.status != RunState.PAUSED:
@@ -225,7 +227,9 @@ class Engine:
             timeout = max(0.001, min(limits)) if limits else None
             result = await self.executor.execute(step.code, timeout=timeout, run_id=run.run_id,
                                                  step=step.n)
-            step.outputs, step.error = result.outputs, result.error
+            # What model code printed may hold a secret (os.environ['OPENAI_API_KEY']): never
+            # record it.
+            step.outputs, step.error = redact_json(sanitize_outputs(result.outputs)), redact_json(result.error)
             step.execution_count, step.exec_s = result.execution_count, result.duration_s
             if result.interrupted:
                 step.move(StepState.DONE)
@@ -250,7 +254,7 @@ class Engine:
         elif parsed.final_var is not None:
             try:
                 final = self.repl.resolve_final_var(parsed.final_var)
-            except NameError as exc:
+            except (NameError, ValueError) as exc:
                 notes.append(str(exc))
         if notes:
             text = text + ("\n" if text and not text.endswith("\n") else "") + "\n".join(notes)
@@ -259,6 +263,7 @@ class Engine:
             step.nudge = nudge_message(max(0, self.config.max_steps - step.n))
         step.move(StepState.DONE)
         if final is not None:
+            final = redact(final)
             step.final = final
             run.answer = final
         self.observer.step_finished(run, step)
@@ -297,14 +302,13 @@ class Engine:
 
         threading.Thread(target=main, name=f"rlm-child-{child.run_id}", daemon=True).start()
         try:
-            while True:
+            # Wait in slices (a Stop of this run must reach the child), and only then ask for
+            # the result: a child that itself failed with a TimeoutError must not read as
+            # "not finished yet" (concurrent.futures' timeout is that same class).
+            while not concurrent.futures.wait([done], timeout=0.1).done:
                 if self.controller.stop_requested:
                     engine.controller.request("stop")
-                try:
-                    result = done.result(timeout=0.1)
-                    break
-                except concurrent.futures.TimeoutError:
-                    continue
+            result = done.result()
         except BaseException:
             engine.controller.request("stop")
             raise

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ctypes
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import StepTimeout
 from .outputs import BoundedText, error_output, stream_output
 
-__all__ = ["Executor", "ExecResult", "InProcessExecutor", "step_deadline"]
+__all__ = ["Executor", "ExecResult", "InProcessExecutor", "step_deadline", "step_watchdog",
+           "step_timeout_message"]
+
+#: After a step's deadline, how long its own alarm gets before the watchdog steps in.
+WATCHDOG_GRACE_S = 0.5
 
 
 @dataclass
@@ -43,17 +48,76 @@ class Executor(Protocol):
         ...
 
 
-@contextlib.contextmanager
-def step_deadline(timeout: float | None) -> Iterator[None]:
-    """Raise :class:`StepTimeout` inside the running code once ``timeout`` seconds pass.
+def step_timeout_message(timeout: float | None) -> str:
+    return (f"step timed out after {timeout or 0:g} s (step_timeout, or what was left of "
+            "max_wall_time); break the work into smaller steps")
 
-    In the main thread a real-time itimer interrupts even a tight ``while True: pass``; elsewhere
-    (rlm() children run in worker threads) a trace function checks the clock between lines.
+
+@contextlib.contextmanager
+def step_watchdog(timeout: float | None,
+                  in_code: Callable[[Any], bool] | None = None) -> Iterator[None]:
+    """Stop the step from outside its code if it outlives ``timeout`` (+ a grace period).
+
+    Why: the step's own alarm (:func:`step_deadline`) is a signal handler and a timer that the
+    step's code can replace or clear; budgets must hold whatever the code does. A watchdog thread
+    raises :class:`StepTimeout` in the step's thread (``PyThreadState_SetAsyncExc``), again every
+    quarter second until the step is over (code that swallows one gets the next). It acts only
+    while that thread is running the step's code (``in_code(frame)``), never while it is in the
+    interpreter machinery around it (an event loop, IPython's bookkeeping). A blocking C call
+    (``time.sleep``) sees the exception when it returns.
     """
     if not timeout or timeout <= 0:
         yield
         return
-    message = f"step timed out after {timeout:g} s (step_timeout); break the work into smaller steps"
+    target = threading.get_ident()
+    done = threading.Event()
+    lock = threading.Lock()  # "is the step over?" and "raise in it" happen as one
+
+    def watch() -> None:
+        if done.wait(timeout + WATCHDOG_GRACE_S):
+            return
+        while True:
+            with lock:
+                if done.is_set():
+                    return
+                frame = sys._current_frames().get(target)
+                if frame is not None and (in_code is None or in_code(frame)):
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target),
+                                                               ctypes.py_object(StepTimeout))
+            done.wait(0.25)
+
+    watcher = threading.Thread(target=watch, name="rlm-step-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        # No injection after this. (One set a moment before is raised at the thread's next
+        # bytecode, still inside the step or at its end, where the executor catches it. It is
+        # never cleared: in CPython 3.11 clearing with NULL leaves the interpreter's "async
+        # exception pending" flag set, and every thread then crawls.)
+        with lock:
+            done.set()
+
+
+@contextlib.contextmanager
+def step_deadline(timeout: float | None,
+                  in_code: Callable[[Any], bool] | None = None) -> Iterator[None]:
+    """Raise :class:`StepTimeout` inside the running code once ``timeout`` seconds pass.
+
+    In the main thread a real-time itimer interrupts even a tight ``while True: pass``; elsewhere
+    (rlm() children run in worker threads) a trace function checks the clock between lines. Either
+    way :func:`step_watchdog` stands behind it, for code that disarms them.
+    """
+    if not timeout or timeout <= 0:
+        yield
+        return
+    message = step_timeout_message(timeout)
+    with step_watchdog(timeout, in_code), _alarm(timeout, message):
+        yield
+
+
+@contextlib.contextmanager
+def _alarm(timeout: float, message: str) -> Iterator[None]:
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         def on_alarm(signum: int, frame: Any) -> None:
             raise StepTimeout(message)
@@ -119,7 +183,7 @@ class InProcessExecutor:
             last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
             assert last is None or isinstance(last, ast.Expr)
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                    step_deadline(timeout):
+                    step_deadline(timeout, in_code=_in_step(filename)):
                 exec(compile(tree, filename, "exec"), self.namespace)
                 if last is not None:
                     value = eval(compile(ast.Expression(last.value), filename, "eval"),
@@ -130,6 +194,8 @@ class InProcessExecutor:
         except SystemExit as exc:  # sys.exit() in model code must not end the host program
             result.error = f"SystemExit: {exc.code!r} (sys.exit() does not end an RLM run)"
         except BaseException as exc:  # noqa: BLE001 - every error is fed back to the model
+            if isinstance(exc, StepTimeout) and not str(exc):  # raised by the watchdog
+                exc = StepTimeout(step_timeout_message(timeout))
             tb = format_exception(exc, filename)
             result.error = f"{type(exc).__name__}: {exc}"
             error_out = error_output(type(exc).__name__, str(exc), tb)
@@ -149,3 +215,16 @@ class InProcessExecutor:
             ename, _, evalue = result.error.partition(": ")
             result.outputs.append(error_output(ename, evalue, [result.error]))
         return result
+
+
+def _in_step(filename: str) -> Callable[[Any], bool]:
+    """A frame predicate: is this frame, or one that called it, the step's own code?"""
+
+    def check(frame: Any) -> bool:
+        while frame is not None:
+            if frame.f_code.co_filename == filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    return check

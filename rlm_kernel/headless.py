@@ -117,6 +117,7 @@ class HeadlessRunner(NotebookClient):
         # IPC socket paths are relative to each process's cwd unless absolute; local only, and no
         # unencrypted-TCP warning on every run.
         km.ip = os.path.join(tempfile.gettempdir(), f"rlm-kernel-{uuid.uuid4().hex[:12]}")
+        self.kernel_log = f"{km.ip}.log"  # the kernel's stdout and stderr
         kwargs.setdefault("timeout", None)
         kwargs.setdefault("iopub_timeout", 2)
         super().__init__(nb, km=km, kernel_name=KERNEL_NAME, allow_errors=True, **kwargs)
@@ -134,11 +135,19 @@ class HeadlessRunner(NotebookClient):
         self.count = 0
         self.started = False
         self.write_error: str | None = None  # why the last write of the file failed, if it did
+        self._write_s = 0.0  # how long the last write took
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def astart(self) -> None:
         """Start the kernel and say hello as a mirroring front-end."""
-        await self.async_start_new_kernel(env=self._env, cwd=self._cwd)
+        # The kernel's own stdout/stderr (its log, and what ipykernel echoes of output written to
+        # its descriptors) go to a log file, never to this process's stdout: that is the answer's.
+        log = open(self.kernel_log, "ab")  # noqa: SIM115 - the kernel process holds it open
+        try:
+            await self.async_start_new_kernel(env=self._env, cwd=self._cwd, stdout=log,
+                                              stderr=log)
+        finally:
+            log.close()
         try:
             await self.async_start_new_kernel_client()
         except BaseException:
@@ -163,9 +172,15 @@ class HeadlessRunner(NotebookClient):
                 kc.stop_channels()
         finally:
             if km is not None:
+                pgid = getattr(getattr(km, "provisioner", None), "pgid", None)
                 with contextlib.suppress(Exception):
                     if await ensure_async(km.is_alive()):
                         await ensure_async(km.shutdown_kernel(now=True))
+                # Programs the model's code started (its process group) go with the kernel,
+                # also when the kernel itself already died.
+                if pgid and hasattr(os, "killpg"):
+                    with contextlib.suppress(OSError):
+                        os.killpg(pgid, signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     await ensure_async(km.cleanup_resources())
             self.kc = None
@@ -269,7 +284,9 @@ class HeadlessRunner(NotebookClient):
         if not self.output_path or not (self._dirty or final):
             return
         now = time.monotonic()
-        if not (force or final or self._step_done) and now - self._last_flush < self.flush_interval:
+        # A write of a large notebook costs time: never spend more than a tenth of the run on it.
+        interval = max(self.flush_interval, 10 * self._write_s)
+        if not (force or final) and now - self._last_flush < (0.0 if self._step_done else interval):
             return
         try:
             if final:
@@ -281,7 +298,8 @@ class HeadlessRunner(NotebookClient):
             return
         self.write_error = None
         self._dirty = self._step_done = False
-        self._last_flush = now
+        self._last_flush = time.monotonic()
+        self._write_s = self._last_flush - now
 
 
 def _finishes_a_step(data: dict[str, Any]) -> bool:
@@ -292,8 +310,9 @@ def _finishes_a_step(data: dict[str, Any]) -> bool:
 
 
 def _write_json(mirror: NotebookMirror, path: str) -> None:
-    """A partial notebook, written the way nbformat writes one, minus validation (done once at
-    the end: validating a 5,000-cell notebook at every flush cost most of the runner's CPU)."""
+    """A partial notebook: valid nbformat JSON, but neither validated (done once, at the end)
+    nor indented (json's C encoder runs only without ``indent``): a 5,000-cell notebook flushed
+    the nbformat way cost most of the runner's CPU. The final write is nbformat's own."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     nb = {"nbformat": 4, "nbformat_minor": 5, "cells": mirror.cells,
@@ -301,7 +320,7 @@ def _write_json(mirror: NotebookMirror, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(nb, f, ensure_ascii=False, indent=1, sort_keys=True)
+            json.dump(nb, f, ensure_ascii=False)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

@@ -19,6 +19,7 @@ __all__ = ["KERNEL_NAME", "DISPLAY_NAME", "LANGUAGE", "kernel_json", "notebook_k
 KERNEL_NAME = "rlm"
 DISPLAY_NAME = "RLM (Python 3)"
 LANGUAGE = "python"
+HASH_SEED = "0"
 
 
 def kernel_json(python: str | None = None) -> dict[str, Any]:
@@ -33,6 +34,9 @@ def kernel_json(python: str | None = None) -> dict[str, Any]:
         "display_name": DISPLAY_NAME,
         "language": LANGUAGE,
         "interrupt_mode": "signal",
+        # One string-hash seed for every rlm kernel: a step that prints a set (or iterates one)
+        # prints it in the same order when the trajectory is replayed in another process.
+        "env": {"PYTHONHASHSEED": HASH_SEED},
         "metadata": {"debugger": False},
     }
 

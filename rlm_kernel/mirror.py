@@ -100,14 +100,28 @@ class NotebookMirror:
             self.finished[data["run"]] = data
         elif kind == "sync":
             for run in data["runs"]:
-                after = run.get("anchor")
-                for cell in run["cells"]:
-                    self._insert(cell, after, run.get("anchor"))
-                    after = cell["id"]
-                if run.get("status"):
-                    self.status[run["run"]] = run["status"]
-                if run.get("finished"):
-                    self.finished[run["run"]] = run["finished"]
+                self._sync_run(run)
+
+    def _sync_run(self, run: dict[str, Any]) -> None:
+        """The run's cells, exactly as the kernel holds them, right after its query cell.
+
+        Authoritative: cells this mirror placed wrongly (an insert whose predecessor was lost
+        goes after the query cell) are moved, and the order is the kernel's."""
+        ids = {c["id"] for c in run["cells"]}
+        rid = run.get("run")
+        kept = [c for c in self.cells if c.get("id") not in ids and not (
+            rid and (c.get("metadata") or {}).get("rlm", {}).get("run") == rid
+            and (c.get("metadata") or {}).get("rlm", {}).get("kind") != "query")]
+        self.cells = kept
+        self._pos = None
+        at = self.index(run.get("anchor"))
+        at = at + 1 if at >= 0 else len(self.cells)
+        self.cells[at:at] = list(run["cells"])
+        self._pos = None
+        if run.get("status"):
+            self.status[run["run"]] = run["status"]
+        if run.get("finished"):
+            self.finished[run["run"]] = run["finished"]
 
     def _insert(self, cell: dict[str, Any], after: str | None, anchor: str | None) -> None:
         existing = self.index(cell["id"])

@@ -23,12 +23,16 @@ __all__ = [
     "FORMAT_VERSION", "MARKER_RE", "marker", "query_cell", "thought_cell", "step_cell", "llm_cell",
     "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
     "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids",
+    "answer_preview", "ANSWER_INLINE_CHARS",
 ]
 
 if TYPE_CHECKING:
     import nbformat
 
 FORMAT_VERSION = 1
+#: Answers up to this length appear whole wherever a trajectory shows them; longer ones are kept
+#: whole once (the final cell's metadata) and shown as head and tail.
+ANSWER_INLINE_CHARS = 20_000
 MARKER_RE = re.compile(r"^# rlm: run=(?P<run>[\w-]+) step=(?P<step>\d+)(?P<stale> stale)?[ \t]*$",
                        re.MULTILINE)
 _COLLAPSED = {"source_hidden": True, "outputs_hidden": True}
@@ -76,9 +80,8 @@ def query_source(run: Run) -> str:
 
 
 def query_cell(run: Run, source: str | None = None, cid: str | None = None) -> dict[str, Any]:
-    header = run.to_dict()
-    for key in ("steps", "subcalls"):
-        header.pop(key)
+    header = run.header_dict()
+    header["answer"], _ = answer_preview(run.answer)
     cell = new_code_cell(source if source is not None else query_source(run),
                          metadata=_meta("query", run, header=header))
     cell["id"] = cid or cell_id(run.run_id, "q")
@@ -107,6 +110,7 @@ def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
         rec["output_from_outputs"] = True
     if keep_outputs:
         rec["outputs"] = step.outputs
+    rec["final"], _ = answer_preview(step.final)
     return rec
 
 
@@ -151,9 +155,23 @@ def llm_outputs(call: SubCall) -> list[dict[str, Any]]:
     return []
 
 
+def answer_preview(answer: str | None) -> tuple[str | None, bool]:
+    """(the answer, or its head and tail when longer than ANSWER_INLINE_CHARS; whether cut).
+
+    A trajectory keeps a long answer once, in its final cell's metadata: the query cell's
+    header, the step record and the final cell's text show this preview.
+    """
+    if answer is None or len(answer) <= ANSWER_INLINE_CHARS:
+        return answer, False
+    return truncate(answer, ANSWER_INLINE_CHARS), True
+
+
 def final_cell(run: Run) -> dict[str, Any]:
     if run.answer is not None:
-        text = f"**Final answer** (run `{run.run_id}`):\n\n{_quote_block(run.answer)}"
+        shown, cut = answer_preview(run.answer)
+        note = (f"\n\n*(the answer is {len(run.answer):,} characters; this cell's metadata "
+                "holds it whole)*") if cut else ""
+        text = f"**Final answer** (run `{run.run_id}`):\n\n{_quote_block(shown)}{note}"
     else:
         text = f"**Run `{run.run_id}` ended without an answer** ({run.status}): {run.stop_reason}"
     cell = new_markdown_cell(text, metadata=_meta("final", run, answer=run.answer,
@@ -164,7 +182,7 @@ def final_cell(run: Run) -> dict[str, Any]:
     return cell
 
 
-def _quote_block(text: str) -> str:
+def _quote_block(text: str | None) -> str:
     return "\n".join("> " + line for line in (text or "").splitlines() or [""])
 
 
@@ -252,6 +270,9 @@ def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
     import nbformat
 
     nbformat.validate(nb)
+    from .trust import sign
+
+    sign(nb)  # written by this user: trusted for replay, resume and JupyterLab
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)

@@ -12,13 +12,55 @@ import re
 from typing import Any
 
 __all__ = ["BoundedText", "truncate", "outputs_to_text", "stream_output", "error_output",
-           "strip_ansi"]
+           "strip_ansi", "clean_text", "clean_outputs", "clean_json", "sanitize_outputs"]
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 encoder takes: a JSON message holding one
+    cannot be sent, a notebook holding one cannot be written) replaced by U+FFFD. Checked by
+    encoding first, so clean text costs one pass in C."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", text)
+    return text
+
+
+def clean_json(value: Any) -> Any:
+    """Every string in a JSON-like value (dict keys too) cleaned by :func:`clean_text`."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k) if isinstance(k, str) else k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def clean_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs that can travel as JSON: a step may print anything (a lone surrogate included)."""
+    try:
+        for out in outputs:
+            for key in ("text", "evalue"):
+                if isinstance(out.get(key), str):
+                    out[key].encode("utf-8")
+            for value in (out.get("data") or {}).values():
+                if isinstance(value, str):
+                    value.encode("utf-8")
+            for line in out.get("traceback") or ():
+                line.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):
+        return [clean_json(o) for o in outputs]
+    return outputs
 
 
 _OMITTED_RE = re.compile(r"\n?\[\.\.\. ([\d,]+) characters omitted \.\.\.\]\n?")
@@ -122,3 +164,51 @@ def outputs_to_text(outputs: list[dict[str, Any]]) -> str:
             tb = out.get("traceback") or [f"{out.get('ename')}: {out.get('evalue')}"]
             parts.append(strip_ansi("\n".join(tb)) + "\n")
     return "".join(parts)
+
+
+#: Output types that run code in a viewer: never recorded from model code.
+_ACTIVE_MIMETYPES = ("application/javascript", "text/javascript",
+                     "application/vnd.jupyter.widget-view+json")
+_SVG_ACTIVE_RE = re.compile(r"<\s*script|\bon[a-z]+\s*=|javascript:", re.IGNORECASE)
+
+
+def sanitize_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs of model-written code, safe for whoever opens the trajectory.
+
+    Why: a shared notebook's outputs are shown by JupyterLab (trusted once the kernel re-sends
+    them), GitHub and nbconvert's HTML, which keeps ``<script>`` and ``onerror=`` live. So HTML
+    is cleaned (nh3: no scripts, no event handlers, no ``javascript:`` URLs; formatting and tables
+    stay), JavaScript outputs are dropped (their ``text/plain`` stays), and an SVG that carries
+    script is replaced by a note.
+    """
+    changed = False
+    for out in outputs:
+        data = out.get("data")
+        if not isinstance(data, dict):
+            continue
+        for mime in _ACTIVE_MIMETYPES:
+            if mime in data and not (mime.endswith("widget-view+json") and len(data) == 1):
+                del data[mime]
+                changed = True
+        html = data.get("text/html")
+        if html is not None:
+            text = "".join(html) if isinstance(html, list) else str(html)
+            data["text/html"] = _clean_html(text)
+            changed = True
+        svg = data.get("image/svg+xml")
+        if svg is not None and _SVG_ACTIVE_RE.search("".join(svg) if isinstance(svg, list)
+                                                     else str(svg)):
+            del data["image/svg+xml"]
+            data.setdefault("text/plain", "[an SVG image with script in it was removed]")
+            changed = True
+    return outputs if not changed else [o for o in outputs if o.get("data") != {}]
+
+
+def _clean_html(html: str) -> str:
+    import nh3
+
+    attributes = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
+    attributes.setdefault("*", set()).update({"class", "title"})
+    for tag in ("table", "td", "th"):
+        attributes.setdefault(tag, set()).update({"border", "align", "colspan", "rowspan"})
+    return nh3.clean(html, attributes=attributes)

@@ -1,8 +1,9 @@
 """Reading a root model's reply: code blocks, prose, and FINAL / FINAL_VAR in prose.
 
 Rules (also stated in the README):
-- Code is every ```repl or ```python fenced block, run in order as one step. An unclosed fence runs to
-  the end of the reply (models often stop mid-fence when they hit a stop sequence).
+- Code is every ```repl or ```python fenced block (also ``py``, ``py3``, ``python3``, ``ipython``),
+  run in order as one step. An unclosed fence runs to the end of the reply (models often stop
+  mid-fence when they hit a stop sequence). CRLF line ends are read as LF.
 - ``FINAL(...)`` / ``FINAL_VAR(...)`` count in prose only at the start of a line, outside fences; the
   argument is read with balanced parentheses and quotes, so answers may hold ``)``, quotes or newlines.
 - When a reply has both code and a prose FINAL, the code runs first; a FINAL called from that code is
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 __all__ = ["ParsedReply", "parse_reply", "CODE_LANGS"]
 
-CODE_LANGS = ("repl", "python", "py", "python3", "ipython")
+CODE_LANGS = ("repl", "python", "py", "python3", "py3", "ipython", "ipython3")
 
 _FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+-]*)[^\n]*$", re.MULTILINE)
 _FINAL_RE = re.compile(r"^[ \t>*_]*(FINAL_VAR|FINAL)[ \t]*\(", re.MULTILINE)
@@ -124,6 +125,9 @@ def _unquote(arg: str) -> str:
 
 
 def parse_reply(reply: str) -> ParsedReply:
+    # Fences and FINAL are found line by line: CRLF (and lone CR) line ends must not hide a
+    # closing fence, or the prose after it would run as code.
+    reply = reply.replace("\r\n", "\n").replace("\r", "\n")
     blocks, prose = _split_fences(reply)
     parsed = ParsedReply(code="\n\n".join(blocks) if blocks else None, blocks=blocks, prose=prose)
     m = _FINAL_RE.search(prose)

@@ -15,16 +15,18 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 from .budgets import Budget
-from .config import RLMConfig
+from .config import RLMConfig, redact
 from .errors import BudgetExceeded, LLMBatchError, ModelCallError, ReplayMissError, RunStopped
 from .lm import Completion, LMClient
 from .observer import RunObserver
+from .outputs import clean_text
 from .prompt_store import PromptStore
 from .prompts import final_var_missing_message
 from .states import CallState
@@ -75,6 +77,9 @@ class Repl:
                         else PromptStore(lambda: config.keep_prompt_chars))
         self.final: str | None = None
         self.current_step: int | None = None
+        # Calls are made only while the run (or a human's re-run of one of its steps) is going:
+        # a thread the model's code started cannot keep billing after it.
+        self.active = True
         self._seq: dict[tuple[str, int | None], int] = {}
         self._lock = threading.Lock()
         self._baseline = set(namespace)
@@ -115,6 +120,10 @@ class Repl:
 
     def _check_budgets(self, n: int) -> None:
         self._check_enabled()
+        if not self.active:
+            raise RunStopped(
+                f"run {self.run.run_id} is not running (it ended or is paused); calls made for it "
+                "now (e.g. from a thread its code started) are refused")
         if self.client.stopped:
             raise RunStopped("the run was stopped; no new model calls start")
         self.budget.check_all()
@@ -150,8 +159,8 @@ class Repl:
         call = SubCall(
             call_id=self.next_id("c"), model=model, depth=self.depth + 1, run_id=self.run.run_id,
             step=self.current_step, batch_id=batch_id, batch_index=index,
-            prompt=prompt if len(prompt) <= self.config.record_prompt_chars else None,
-            prompt_preview=preview(prompt, 400), prompt_chars=len(prompt),
+            prompt=redact(prompt) if len(prompt) <= self.config.record_prompt_chars else None,
+            prompt_preview=redact(preview(prompt, 400)), prompt_chars=len(prompt),
             prompt_sha256=sha256_text(prompt), status=CallState.QUEUED,
         )
         call.cache_key = self.client.key_for(_messages(prompt), model)
@@ -162,7 +171,7 @@ class Repl:
 
     def _finish(self, call: SubCall, result: Completion | BaseException) -> None:
         if isinstance(result, Completion):
-            call.response = result.text
+            call.response = redact(result.text)
             call.usage = result.usage
             call.latency_s = result.latency_s
             call.cached = result.cached
@@ -171,7 +180,7 @@ class Repl:
                 self.run.usage.add(result.usage)
         else:
             call.move(CallState.CANCELLED if isinstance(result, RunStopped) else CallState.ERROR)
-            call.error = str(result) or type(result).__name__
+            call.error = redact(str(result) or type(result).__name__)
         self.observer.subcall_finished(self.run, call)
 
     def llm(self, prompt: Any, *, model: str | None = None) -> str:
@@ -325,7 +334,7 @@ class Repl:
     # -- finishing -----------------------------------------------------------------------------
     def FINAL(self, answer: Any) -> None:  # noqa: N802 - the name the paper and models use
         """End the run with ``answer`` once this step finishes (authoritative over prose)."""
-        self.final = answer if isinstance(answer, str) else str(answer)
+        self.final = answer_text(answer)
 
     def FINAL_VAR(self, name: Any) -> None:  # noqa: N802
         """End the run with the value of the REPL variable ``name``."""
@@ -336,10 +345,11 @@ class Repl:
             value = self.ns[key]
         else:
             value = name  # given the value itself rather than its name: accept it
-        self.final = value if isinstance(value, str) else str(value)
+        self.final = answer_text(value)
 
     def resolve_final_var(self, name: str) -> str:
-        """FINAL_VAR written in prose, resolved after the step's code ran."""
+        """FINAL_VAR written in prose, resolved after the step's code ran (a NameError or a
+        ValueError that says what is wrong is the model's to read)."""
         self.FINAL_VAR(name)
         assert self.final is not None
         return self.final
@@ -388,3 +398,24 @@ def _outcome(fut: concurrent.futures.Future[Completion]) -> Completion | BaseExc
 
 def _messages(prompt: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}]
+
+
+def answer_text(value: Any) -> str:
+    """The text of an answer given to FINAL / FINAL_VAR.
+
+    A numpy array is written out whole (its ``str`` elides the middle of a large one, silently);
+    a value whose ``str`` raises is reported to the model as a ValueError that says so; lone
+    surrogates are replaced so the answer can be sent and saved.
+    """
+    if isinstance(value, str):
+        return clean_text(value)
+    try:
+        if type(value).__module__.split(".")[0] == "numpy" and hasattr(value, "shape"):
+            import numpy
+
+            return clean_text(numpy.array2string(value, threshold=sys.maxsize))
+        return clean_text(str(value))
+    except Exception as exc:
+        raise ValueError(
+            f"the answer ({type(value).__name__}) could not be turned into text: "
+            f"{type(exc).__name__}: {exc}; pass FINAL a string") from None

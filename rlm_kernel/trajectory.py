@@ -323,6 +323,18 @@ class Run:
                 call.stale = True
         return stale
 
+    def header_dict(self) -> dict[str, Any]:
+        """Everything but the steps and sub-calls (the query cell's header)."""
+        return {
+            "run_id": self.run_id, "query": self.query, "model": self.model,
+            "sub_model": self.sub_model, "depth": self.depth, "parent": self.parent,
+            "parent_step": self.parent_step, "context": self.context.to_dict(),
+            "answer": self.answer, "status": str(self.status), "stop_reason": self.stop_reason,
+            "usage": self.usage.to_dict(), "started": self.started, "ended": self.ended,
+            "active_s": self.elapsed_s,
+            "settings": dict(self.settings), "children": list(self.children),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "query": self.query, "model": self.model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from support import SCRIPTED_ROOT, SCRIPTED_SUB, TEST_KEY, count_prompt
 
 from rlm_kernel.config import RLMConfig, redact
-from rlm_kernel.errors import ModelCallError, ReplayMissError
+from rlm_kernel.errors import InvalidResponse, ModelCallError, ReplayMissError
 from rlm_kernel.lm import Completion, LMClient
 from rlm_kernel.lm.usage import price_of
 from rlm_kernel.scripted import FaultPlan, ScriptedServer
@@ -313,3 +314,90 @@ def test_redact_and_config_never_show_the_key() -> None:
     assert "api_key" not in cfg.settings()
     assert cfg.describe()["api_key"] == "set (hidden)"
     assert "abcdefghijklmnop" not in repr(cfg.describe())
+
+
+# ------------------------------------------------------------------------------ broken answers
+class _CannedServer:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers every chat request with one fixed
+    HTTP 200 body, and counts the requests (TCP_NODELAY, like every server the tests use)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        import json
+        import socket
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests = 0
+        payload = json.dumps(body).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _answer(content: Any, **usage: Any) -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop"}], "usage": usage}
+
+
+@pytest.mark.parametrize("body,why", [
+    ({"error": {"message": "upstream exploded", "type": "server_error"}}, "an error object"),
+    ({"id": "x", "object": "chat.completion", "choices": []}, "no choices"),
+    (_answer(None), "the message has no content"),
+])
+def test_an_unusable_200_answer_is_an_error_and_is_never_cached(make_client, body, why) -> None:
+    srv = _CannedServer(body)
+    try:
+        client = make_client(base_url=srv.base_url, max_retries=0)
+        for _ in range(2):
+            with pytest.raises(InvalidResponse, match=why) as err:
+                client.complete(user("same prompt"), model="m", depth=1)
+            assert err.value.status_code == 200
+        assert srv.requests == 2  # the second identical call asked again: nothing was cached
+    finally:
+        srv.close()
+
+
+def test_usage_counts_a_server_sends_as_strings_or_garbage(make_client) -> None:
+    srv = _CannedServer(_answer("fine", prompt_tokens="12", completion_tokens=-3))
+    try:
+        comp = make_client(base_url=srv.base_url).complete(user("q"), model="m", depth=1)
+        assert comp.text == "fine"
+        assert (comp.usage.prompt_tokens, comp.usage.completion_tokens) == (12, 0)
+    finally:
+        srv.close()
+
+
+def test_a_key_echoed_in_part_is_still_hidden() -> None:
+    key = "sk-proj-9f8e7d6c5b4a3210zyxwvu"
+    RLMConfig(api_key=key)
+    echoed = f"Incorrect API key provided: {key[:10]}****{key[-6:]}"
+    shown = redact(echoed)
+    assert key[:10] not in shown and key[-6:] not in shown and shown.count("***") >= 2
+    url = RLMConfig(base_url="https://user:pa55word-xyz-123@proxy.example/v1")
+    assert url.settings()["base_url"] == "https://proxy.example/v1"
+    assert "pa55word-xyz-123" not in redact("401 for user:pa55word-xyz-123")

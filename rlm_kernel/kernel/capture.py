@@ -5,20 +5,29 @@
 thread-local message hooks and a bounded stdout/stderr, so that they become the *step cell's*
 outputs (sent through ``rlm.cells``) instead of landing in the query cell; a re-run of a step cell by
 a human passes them through to that cell as usual while still recording them.
+
+What model code writes to file descriptors 1 and 2 directly (``os.write``, C extensions, the
+programs ``os.system`` and ``subprocess`` start) bypasses ``sys.stdout``; ipykernel would forward
+all of it, unbounded, to the query cell and echo it to the kernel's own stdout (a headless
+runner's terminal). During a model's step those descriptors are pointed at pipes of ours and read
+into the same bounded buffers (:class:`_FdCapture`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import StepTimeout
-from ..executor import ExecResult, step_deadline
+from ..executor import ExecResult, step_deadline, step_timeout_message, step_watchdog
 from ..notebook import marker
-from ..outputs import BoundedText, error_output, stream_output
+from ..outputs import BoundedText, clean_outputs, error_output, stream_output, truncate
 
 __all__ = ["ShellExecutor", "OutputRecorder"]
 
@@ -55,8 +64,9 @@ class OutputRecorder:
         return tee
 
     def outputs(self) -> list[dict[str, Any]]:
+        """The outputs in order; each stream output head+tail bounded, text made encodable."""
         outs: list[dict[str, Any]] = []
-        for kind, item in self.items:
+        for kind, item in list(self.items):
             if kind in ("stdout", "stderr"):
                 text = item.getvalue()
                 if text:
@@ -66,9 +76,21 @@ class OutputRecorder:
                         outs.append(stream_output(kind, text))
             else:
                 outs.append(item)
+        for out in outs:
+            if out["output_type"] == "stream":
+                out["text"] = truncate(out["text"], self.limit)
         if self.error is not None:
             outs.append(error_output(*self.error))
-        return outs
+        return clean_outputs(outs)
+
+    def stream_for(self, name: str) -> _Tee:
+        """The chunk that output of stream ``name`` goes to now (a new one if something else was
+        produced since): outputs keep their order."""
+        items = self.items
+        last = items[-1] if items else None
+        if last is not None and last[0] == name and isinstance(last[1], _Tee):
+            return last[1]
+        return self._stream(name, None)
 
     @contextlib.contextmanager
     def capture(self, shell: Any) -> Iterator[None]:
@@ -117,7 +139,8 @@ class OutputRecorder:
         try:
             yield
         finally:
-            sys.stdout.flush()
+            # Model code may have replaced the streams (``sys.stdout = None``): restore ours
+            # first, whatever it left.
             sys.stdout, sys.stderr = out_stream, err_stream
             shell._showtraceback = original
             shell.showtraceback = original_show
@@ -155,8 +178,61 @@ class _SplitStream:
         return True
 
     def fileno(self) -> int:
-        return self.target.fileno()
+        # The descriptor, not ipykernel's saved copy of the original: during a step it is read
+        # into the step's outputs (see _FdCapture), afterwards ipykernel forwards it.
+        return 1 if self.name == "stdout" else 2
 
+
+class _FdCapture:
+    """Descriptors 1 and 2 of this process into ``recorder``, for one step.
+
+    Each is pointed at a pipe whose reader thread writes what arrives into the recorder (bounded
+    like ``print``). On exit the descriptors are restored; what children still write later is read
+    and dropped (a program the step left running must not block on a full pipe).
+    """
+
+    def __init__(self, recorder: OutputRecorder) -> None:
+        self.recorder = recorder
+        self._saved: list[tuple[int, int]] = []
+        self._threads: list[threading.Thread] = []
+        self._open = True
+
+    def __enter__(self) -> _FdCapture:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            try:
+                saved = os.dup(fd)
+            except OSError:
+                continue  # no such descriptor (a kernel started without them)
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            self._saved.append((fd, saved))
+            t = threading.Thread(target=self._pump, args=(read_end, name), daemon=True,
+                                 name=f"rlm-fd{fd}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _pump(self, read_end: int, name: str) -> None:
+        try:
+            while True:
+                data = os.read(read_end, 65536)
+                if not data:
+                    return
+                if self._open:
+                    self.recorder.stream_for(name).write(data.decode("utf-8", "replace"))
+        except OSError:
+            return
+        finally:
+            os.close(read_end)
+
+    def __exit__(self, *exc: object) -> None:
+        for fd, saved in self._saved:
+            os.dup2(saved, fd)  # the pipe's last writer in this process is gone
+            os.close(saved)
+        for t in self._threads:
+            t.join(0.2)  # what the step wrote is read; a child still writing is not waited for
+        self._open = False
 
 class ShellExecutor:
     """The kernel's executor: a step is a ``run_cell`` in the user namespace."""
@@ -183,22 +259,37 @@ class ShellExecutor:
             # Model code calling exit()/quit() must not shut the kernel down (a human may):
             # IPython's exit() sets keepkernel itself, so the request is refused at ask_exit.
             shell.ask_exit = _refuse_exit
-        self.blocking = True
+        fds = contextlib.nullcontext() if passthrough else _FdCapture(recorder)
+        timed_out = False
         try:
-            with recorder.capture(shell), step_deadline(timeout):
+            with recorder.capture(shell), fds:
                 transformed = shell.transform_cell(source)
                 if shell.should_run_async(source, transformed_cell=transformed,
                                           preprocessing_exc_tuple=None):
+                    # Top-level await: the step runs on the kernel's own event loop, where an
+                    # alarm signal would land in the loop itself. Its deadline cancels it instead;
+                    # a blocking stretch inside it is cut by the step watchdog.
+                    task = asyncio.ensure_future(shell.run_cell_async(
+                        source, store_history=True, transformed_cell=transformed))
                     try:
-                        res = await shell.run_cell_async(source, store_history=True,
-                                                         transformed_cell=transformed)
+                        with step_watchdog(timeout, in_code=_in_cell_code):
+                            res = await asyncio.wait_for(asyncio.shield(task), timeout)
+                    except TimeoutError:
+                        timed_out = True
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            res = await task
                     finally:
                         shell.events.trigger("post_execute")
                         shell.events.trigger("post_run_cell", res)
                 else:
-                    res = shell.run_cell(source, store_history=True)
+                    self.blocking = True
+                    with step_deadline(timeout, in_code=_in_cell_code):
+                        res = shell.run_cell(source, store_history=True)
         except KeyboardInterrupt:
             interrupted = True
+        except StepTimeout:  # the watchdog's, landing just as the step ended
+            timed_out = True
         finally:
             self.blocking = False
             if not passthrough:
@@ -211,7 +302,18 @@ class ShellExecutor:
         result = ExecResult(outputs=recorder.outputs(), execution_count=count,
                             duration_s=time.perf_counter() - started)
         err = None if res is None else (res.error_before_exec or res.error_in_exec)
-        if err is not None:
+        if timed_out:
+            message = step_timeout_message(timeout)
+            result.error = f"StepTimeout: {message}"
+            result.outputs = [o for o in result.outputs if o["output_type"] != "error"]
+            result.outputs.append(error_output("StepTimeout", message,
+                                               [f"StepTimeout: {message}"]))
+        elif err is not None:
+            if isinstance(err, StepTimeout) and not str(err):  # raised by the step watchdog
+                err = StepTimeout(step_timeout_message(timeout))
+                result.outputs = [o for o in result.outputs if o["output_type"] != "error"]
+                result.outputs.append(error_output("StepTimeout", str(err),
+                                                   [f"StepTimeout: {err}"]))
             result.error = f"{type(err).__name__}: {err}"
             if isinstance(err, KeyboardInterrupt):
                 interrupted = True
@@ -224,3 +326,14 @@ class ShellExecutor:
 def _refuse_exit() -> None:
     print("exit()/quit() ignored: a step cannot end the kernel; finish the run with FINAL(...)",
           file=sys.stderr)
+
+
+def _in_cell_code(frame: Any) -> bool:
+    """Is this frame (or one it was called from) code of a cell (IPython compiles cells to
+    files of its own cache), rather than the event loop or the kernel around it?"""
+    while frame is not None:
+        if "ipykernel_" in frame.f_code.co_filename or \
+                frame.f_code.co_filename.startswith("<ipython-input"):
+            return True
+        frame = frame.f_back
+    return False

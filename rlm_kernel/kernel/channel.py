@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import cells
+from ..outputs import clean_json
 
 __all__ = ["FrontendChannel"]
 
@@ -93,9 +94,16 @@ class FrontendChannel:
 
     def _send_on(self, comm: Any, msg: dict[str, Any]) -> None:
         """A closed or broken comm (a console without our target closes the kernel's comm at
-        once) is dropped, so the next message goes on a live one; the run never stops for it."""
+        once) is dropped, so the next message goes on a live one; the run never stops for it.
+        A message that cannot be encoded (text a step made holding a lone surrogate) is cleaned
+        and sent again: the comm is fine, and the front-end must not lose it."""
         try:
             comm.send(msg)
+        except (UnicodeError, ValueError, TypeError):
+            try:
+                comm.send(clean_json(msg))
+            except Exception:  # noqa: BLE001 - never drop a working comm for one message
+                self._kernel.log.exception("rlm.cells: a message could not be sent")
         except Exception:  # noqa: BLE001
             self._drop(comm)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from IPython.display import Markdown, display
 
+from ..notebook import answer_preview
 from ..observer import RunObserver
 from ..outputs import truncate
 from ..trajectory import Run, Step
@@ -37,8 +38,9 @@ def show_step(run: Run, step: Step) -> None:
 
 def show_end(run: Run, usage_line: str) -> None:
     if run.answer is not None:
-        md = f"**Final answer:**\n\n{run.answer}\n\n<sub>{usage_line}</sub>"
-        display({"text/markdown": md, "text/plain": f"FINAL: {run.answer}\n{usage_line}"}, raw=True)
+        shown, _ = answer_preview(run.answer)  # whole in the final cell; a long one once
+        md = f"**Final answer:**\n\n{shown}\n\n<sub>{usage_line}</sub>"
+        display({"text/markdown": md, "text/plain": f"FINAL: {shown}\n{usage_line}"}, raw=True)
     else:
         display(Markdown(f"**Run {run.status}:** {run.stop_reason}\n\n<sub>{usage_line}</sub>"))
 

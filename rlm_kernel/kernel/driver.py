@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from .. import cells
 from ..budgets import Budget
-from ..config import RLMConfig
+from ..config import RLMConfig, redact_json
 from ..engine import Controller, Engine
 from ..errors import ConfigError, RLMError
 from ..lm import LMClient
@@ -30,7 +30,7 @@ from ..notebook import (
     thought_cell,
 )
 from ..observer import Observers, RunObserver
-from ..outputs import outputs_to_text, truncate
+from ..outputs import outputs_to_text, sanitize_outputs, truncate
 from ..prompt_store import PromptStore
 from ..repl import Repl
 from ..states import RunState, StepState
@@ -162,7 +162,7 @@ class RunDriver:
         return await self._drive(run, Controller(step_mode=bool(opts.get("step"))), count)
 
     async def resume(self, run_id: str | None, *, step_mode: bool, source: str,
-                     notebook: str | None = None) -> RunOutcome:
+                     notebook: str | None = None, trust: bool = False) -> RunOutcome:
         reg = self.registry
         if notebook or (run_id not in reg.runs if run_id else not reg.roots):
             # Nothing in memory (a restarted kernel): resume from the saved trajectory instead.
@@ -170,7 +170,8 @@ class RunDriver:
             if path is None:
                 reg.find(run_id)  # raises the clear "no run" message
             assert path is not None
-            outcomes = await self.replay(path, live=True, source=source, only=run_id)
+            outcomes = await self.replay(path, live=True, source=source, only=run_id,
+                                         trust=trust)
             return outcomes[-1]
         run = reg.find(run_id)
         count = self._count_query(source)
@@ -179,7 +180,7 @@ class RunDriver:
         return await self._drive(run, Controller(step_mode=step_mode), count)
 
     async def replay(self, path: str, *, live: bool, source: str, cell_id: str | None = None,
-                     only: str | None = None) -> list[RunOutcome]:
+                     only: str | None = None, trust: bool = False) -> list[RunOutcome]:
         """Re-run a trajectory's queries with its recorded responses.
 
         ``live=False`` (replay): every model call must come from the record; one that does not is
@@ -188,7 +189,7 @@ class RunDriver:
         again, and the run goes on live past the end of the record; it keeps its run id and its
         query cell, so its cells are updated in place (ids are deterministic) and new ones follow.
         """
-        runs, anchors = files.read_trajectory(path)
+        runs, anchors = files.read_trajectory(path, consent=None if trust else self._consent)
         self.registry.recorded_anchors.update(anchors)
         self.pool.cache.seed(recorded_responses(runs))
         roots = [r for r in runs.values() if r.depth == 0 and only in (None, r.run_id)]
@@ -213,6 +214,20 @@ class RunDriver:
         finally:
             self.pool.cache_only = False
         return outcomes
+
+    def _consent(self, summary: str) -> bool:
+        """Show what an untrusted trajectory would run and ask the human (a stdin request, as
+        ``input()`` in a cell). A front-end that takes no input (nbclient, the CLI's kernel) means
+        no: the caller says to pass ``--trust`` once the code has been read."""
+        from IPython.display import Pretty, display
+
+        display(Pretty(summary))
+        kernel = getattr(self.shell, "kernel", None)
+        try:
+            answer = kernel.raw_input("Run this code? [y/N] ") if kernel is not None else ""
+        except Exception:  # noqa: BLE001 - StdinNotImplementedError: no one to ask
+            return False
+        return answer.strip().lower() in ("y", "yes")
 
     # -- driving --------------------------------------------------------------------------------
     def _count_query(self, source: str) -> int:
@@ -308,22 +323,27 @@ class RunDriver:
         if repl is not None:
             self.shell.user_ns.update(repl.bound)
             repl.begin_step(step.n)
+            repl.active = True
         body = MARKER_RE.sub("", code.lstrip(), count=1).lstrip("\n")
-        result = await self.executor.execute(code, timeout=None, run_id=run.run_id, step=step.n,
-                                             passthrough=True)
-        if repl is not None:
-            repl.restore()
-            self._rebind_session()
+        try:
+            result = await self.executor.execute(code, timeout=None, run_id=run.run_id,
+                                                 step=step.n, passthrough=True)
+        finally:
+            if repl is not None:
+                repl.active = False
+                repl.restore()
+                self._rebind_session()
         was_proposed = step.status == StepState.PROPOSED
         step.edited = step.edited or body.strip() != (step.code or "").strip()
         step.code = body
-        step.outputs, step.error = result.outputs, result.error
+        # What the code printed may hold a secret (os.environ['OPENAI_API_KEY']): never record it.
+        step.outputs, step.error = redact_json(sanitize_outputs(result.outputs)), redact_json(result.error)
         step.execution_count = result.execution_count
         limit = place.config.output_chars if place else self.config.output_chars
         step.output_text = truncate(outputs_to_text(step.outputs), limit)
         step.move(StepState.DONE)
         if repl is not None and repl.final is not None:
-            step.final = repl.final
+            step.final = redact_json(repl.final)
         stale = [] if was_proposed else run.mark_stale_after(step.n)
         if stale and run.status.ended:
             run.move(RunState.PAUSED)

@@ -8,8 +8,10 @@ and say plainly when that is not possible.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import trust
 from ..errors import RLMError
 from ..notebook import query_cell_ids, runs_from_notebook, to_notebook, write_notebook
 from ..trajectory import ContextInfo, Run
@@ -34,13 +36,26 @@ def export(registry: RunRegistry, path: str) -> nbformat.NotebookNode:
     return nb
 
 
-def read_trajectory(path: str) -> tuple[dict[str, Run], dict[str, str]]:
-    """The runs a notebook records, and each root run's query cell id in it."""
+def read_trajectory(path: str, consent: Callable[[str], bool] | None = None,
+                    ) -> tuple[dict[str, Run], dict[str, str]]:
+    """The runs a notebook records, and each root run's query cell id in it.
+
+    ``consent``: asked, with what would run, before an untrusted trajectory (not signed by this
+    user, or running code its cells do not show) is used; None means the caller already has
+    the human's consent (``--trust``).
+    """
     import nbformat
 
     if not os.path.isfile(path):
         raise RLMError(f"no notebook {path!r} (from {os.getcwd()})")
     nb = nbformat.read(path, as_version=4)
+    if consent is not None:
+        report = trust.review(nb, path)
+        if report.needs_consent and not consent(report.summary()):
+            raise RLMError(
+                f"{path} is not trusted, and nothing was run. Read the code above; to run it, "
+                "add --trust (%rlm replay --trust PATH, rlm-kernel replay --trust PATH) or "
+                f"trust the notebook with `jupyter trust {path}`")
     runs = runs_from_notebook(nb)
     if not runs:
         raise RLMError(f"{path} holds no RLM trajectory (no cells with metadata.rlm)")

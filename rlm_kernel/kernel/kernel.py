@@ -9,6 +9,7 @@ is what lets Pause/Step/Stop messages reach the kernel mid-run (ipykernel >= 7.4
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import threading
@@ -18,7 +19,7 @@ from ipykernel.ipkernel import IPythonKernel
 from IPython.display import Pretty, display
 
 from .. import __version__, cells
-from ..config import RLMConfig, redact, setting_traits
+from ..config import RLMConfig, env_name, redact, setting_traits
 from ..errors import ConfigError, RLMError
 from ..states import RunState
 from .channel import FrontendChannel
@@ -52,6 +53,9 @@ class RLMKernel(IPythonKernel):
                                 pool=self.pool, channel=self.channel, log=self.log)
         self._shell.register_magics(RLMMagics(self._shell, driver=self.driver))
         self.comm_manager.register_target(cells.TARGET, self.channel.on_comm_open)
+        # The settings hold the key now; model code (and the programs it starts) read
+        # os.environ first, so it leaves the environment.
+        os.environ.pop(env_name("api_key", setting_traits()["api_key"]), None)
         # Warm the openai import (~1.5 s) off the main thread, so the first %%rlm starts at once.
         threading.Thread(target=_warm_imports, name="rlm-warm-imports", daemon=True).start()
 
@@ -113,18 +117,21 @@ class RLMKernel(IPythonKernel):
             args = shlex.split(rest)
         except ValueError as exc:
             return self._fail("UsageError", str(exc))
+        trust = "--trust" in args
+        args = [a for a in args if a != "--trust"]
         try:
             if action in ("continue", "step"):
                 run_id = _opt(args, "--run")
                 outcome = await self.driver.resume(run_id, step_mode=action == "step",
-                                                   source=code, notebook=_opt(args, "--from"))
+                                                   source=code, notebook=_opt(args, "--from"),
+                                                   trust=trust)
                 return self._finish(outcome)
             if len(args) != 1:
-                return self._fail("UsageError", f"usage: %rlm {action} PATH.ipynb")
+                return self._fail("UsageError", f"usage: %rlm {action} [--trust] PATH.ipynb")
             if action == "resume":
                 self._banner()
             outcomes = await self.driver.replay(args[0], live=action == "resume", source=code,
-                                                cell_id=cell_id)
+                                                cell_id=cell_id, trust=trust)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
         reply = self.ok_reply(outcomes[-1].execution_count if outcomes else None)
@@ -156,8 +163,6 @@ class RLMKernel(IPythonKernel):
         except ConfigError as exc:
             self._config_error = str(exc)
             self.log.error("rlm: %s", exc)
-            import os
-
             saved = {k: os.environ.pop(k) for k in list(os.environ)
                      if k.startswith("RLM_") or k in ("OPENAI_BASE_URL",)}
             try:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 from asyncio_throttle import Throttler
 
-from ..config import RLMConfig, redact
+from ..config import RLMConfig, redact, without_userinfo
 from ..errors import (
     AuthenticationFailed,
     BadRequest,
@@ -37,6 +37,7 @@ from ..errors import (
     RunStopped,
     ServerError,
 )
+from ..outputs import clean_text
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .http11 import Http11Transport, fast_transport_ok
@@ -90,7 +91,7 @@ def _read_completion(data: dict[str, Any]) -> tuple[str, int, int, int]:
         u = {}
     details = u.get("prompt_tokens_details") or {}
     cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return (text, _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")),
+    return (clean_text(text), _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")),
             _count(cached))
 
 
@@ -99,10 +100,13 @@ _MAX_TOKENS_PER_CALL = 100_000_000
 
 
 def _count(value: Any) -> int:
-    if value is None:
-        return 0
+    """A usage count as reported: a whole number (or its digits as a string, as some servers
+    send); anything else (negative, absurd, not a number) counts as not reported (0), so a
+    broken server can neither fail a good answer nor inflate the bill."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS_PER_CALL:
-        raise ValueError(f"usage count {value!r} is not a whole number of tokens")
+        return 0
     return value
 
 
@@ -185,6 +189,7 @@ class LMClient:
         self._owns_loop = loop is None
         self.cache_only = cache_only
         self.base_url = config.base_url or (SCRIPTED_BASE_URL if config.scripted else "")
+        self.where = without_userinfo(self.base_url) or "the OpenAI API"  # for messages
         if config.scripted and transport is None:
             raise ConfigError(
                 "no endpoint: set OPENAI_BASE_URL / OPENAI_API_KEY, or build the client with "
@@ -351,7 +356,7 @@ class LMClient:
             except ValueError as exc:  # not a usable chat completion
                 self.ledger.note_failure()
                 raise InvalidResponse(redact(
-                    f"{self.base_url or 'the OpenAI API'} answered HTTP 200 with a body that is "
+                    f"{self.where} answered HTTP 200 with a body that is "
                     f"not a usable chat completion ({exc}); check OPENAI_BASE_URL / --base-url "
                     "and the server's log"), status_code=200) from None
             finally:
@@ -367,7 +372,7 @@ class LMClient:
         advice that fits the cause (retry counts only where the client does retry)."""
         import openai
 
-        where = self.base_url or "the OpenAI API"
+        where = self.where
         retries = self.config.max_retries
         status = getattr(exc, "status_code", None)
         kind: type[ModelCallError]

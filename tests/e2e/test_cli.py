@@ -105,8 +105,8 @@ def test_replay_needs_no_server_and_reports_a_missing_record(tmp_path, log_file,
     idx = next(i for i, c in enumerate(nb.cells) if c.metadata.get("rlm", {}).get("kind") == "llm")
     del nb.cells[idx]
     broken = tmp_path / "broken.ipynb"
-    nbformat.write(nb, str(broken))
-    proc = _cli("replay", str(broken))
+    nbformat.write(nb, str(broken))  # edited outside the project: no longer signed
+    proc = _cli("replay", "--trust", str(broken))
     assert proc.returncode != 0
     assert "no recorded response" in proc.stderr, proc.stderr
 

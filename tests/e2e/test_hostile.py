@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -83,6 +84,12 @@ def test_hostile_reply(case, server, kernel, tmp_path) -> None:
     assert finish["outcome"] == expect["outcome"], (finish, ran.outputs_text)
     if "answer" in expect:
         assert finish["answer"] == expect["answer"]
+    if "answer_contains" in expect:
+        assert expect["answer_contains"] in finish["answer"]
+        assert expect["answer_lacks"] not in finish["answer"]
+    if "answer_chars" in expect:
+        assert len(finish["answer"]) == expect["answer_chars"]
+    if expect["outcome"] == "final":
         TALLY["recovered"] += 1
     if "reason" in expect:
         assert expect["reason"] in finish["reason"]
@@ -100,10 +107,21 @@ def test_hostile_reply(case, server, kernel, tmp_path) -> None:
                and "record" in c.metadata["rlm"]]
     assert records and all(r["record"]["reply"] is not None for r in records)
     if case["name"].startswith("exit()"):
-        import time
-
         time.sleep(1.0)  # ipykernel stops its loop 0.1 s after an exit: it must not have
         assert k.km.is_alive() and k.run("print(1)").reply["status"] == "ok"
     if "max_notebook_bytes" in expect:
         assert os.path.getsize(out) < expect["max_notebook_bytes"]
+    text = out.read_text(encoding="utf-8")
+    for absent in expect.get("absent", []):
+        assert absent not in text, f"{absent!r} is in the trajectory"
+    shown = json.dumps([c.get("outputs", []) for c in nb.cells])
+    for absent in expect.get("absent_in_outputs", []):
+        assert absent not in shown, f"{absent!r} is in the trajectory's outputs"
+    if "calls_after_end" in expect:
+        deadline = time.monotonic() + 10
+        while server.model.stats.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)  # calls made while the run was live land first
+        before = server.model.stats.sub_requests
+        time.sleep(1.5)  # the thread would have made ~50 calls by now
+        assert server.model.stats.sub_requests - before == expect["calls_after_end"]
     k.run("%rlm config max_steps=30")
