@@ -1,4 +1,4 @@
-"""``rlm-kernel``: install | run | demo | replay | serve-scripted | export | eval.
+"""``rlm-kernel``: install | run | demo | replay | serve-scripted | export | eval | compare.
 
 A thin shell over the library and the headless runner: every command's work lives elsewhere.
 """
@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from .evals.cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv and argv[0] == "compare":
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "install":
         from .install import main as install_main
