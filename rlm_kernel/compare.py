@@ -251,10 +251,10 @@ def _marks(mine: list[str], theirs: list[str], added: str = "+") -> list[tuple[s
 
 def _side_marks(row: Row, which: str) -> list[tuple[str, str]]:
     """Code lines of one side of a row, marked ``-`` (on A) or ``+`` (on B) where they are not in
-    the other side's code; unmarked when the row is shared or the code is the same."""
+    the other side's code; unmarked when the row is shared, a side has no code, or it is the same."""
     mine, other = (row.a, row.b) if which == "A" else (row.b, row.a)
-    if row.shared or mine is None or other is None or \
-            (mine.code or "").strip() == (other.code or "").strip():
+    if row.shared or mine is None or other is None or mine.code is None or other.code is None \
+            or mine.code.strip() == other.code.strip():
         return _plain(mine)
     return _marks(_lines(mine.code), _lines(other.code), "-" if which == "A" else "+")
 
@@ -337,7 +337,8 @@ def _clip(text: str, limit: int) -> str:
 def to_html(c: Comparison) -> str:
     """The comparison as one self-contained HTML table (inline styles, no script)."""
     th = f'<th style="{_CELL}">'
-    out = ['<div class="rlm-compare">',
+    # MathJax (JupyterLab, nbconvert) would read "$0.01 ... $0.02" as math: not in this div.
+    out = ['<div class="rlm-compare mathjax_ignore tex2jax_ignore">',
            f"<p><b>Compare</b> · {_esc(_summary(c))}</p>",
            '<table style="border-collapse:collapse;font-size:13px;table-layout:fixed;width:100%">']
     out.append(f'<thead><tr><th style="{_CELL};width:5.5em">step</th>' + "".join(
@@ -387,7 +388,8 @@ def _ending_rows(c: Comparison) -> list[tuple[str, str, str]]:
 
 
 def _md_cell(text: str) -> str:
-    return " ".join(text.replace("|", "\\|").split()) or " "
+    """One table cell: pipes escaped, one line, and ``$`` escaped (renderers read math)."""
+    return " ".join(text.replace("|", "\\|").replace("$", "\\$").split()) or " "
 
 
 def _md_step_summary(side: Side, step: Step | None) -> str:

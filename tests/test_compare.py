@@ -186,6 +186,7 @@ def test_html_shows_both_sides_code_as_a_diff_the_answers_and_no_script() -> Non
     b.answer, b.steps[2].final = "8", "8"
     page = to_html(compare(parent, b))
     assert "<script" not in page and "<style" not in page and "onclick" not in page
+    assert 'class="rlm-compare mathjax_ignore' in page  # "$0.1 ... $0.2" is no formula
     assert "- answers = llm_batch(chunks)" in page  # A's line that B does not have
     assert "+ import re" in page  # B's line that A does not have
     assert "&lt;b&gt;not bold&lt;/b&gt;" in page and "<b>not bold" not in page
@@ -225,6 +226,7 @@ def test_markdown_has_a_step_table_and_a_diff_per_divergent_step() -> None:
     parent.steps[0].thought = "peek | with a pipe"
     md = to_markdown(compare(parent, grep_branch(parent)))
     assert "| step | A | B |" in md and "peek \\| with a pipe" in md
+    assert "\\$0.0010" in md and " $0.0010" not in md  # dollars are no math delimiters
     assert "### Step 2" in md and "### Step 3" not in md  # step 3 is the same in both
     diff = md.split("```diff\n", 1)[1].split("\n```", 1)[0]
     assert "-answers = llm_batch(chunks)" in diff and "+import re" in diff
@@ -249,7 +251,7 @@ def test_nbconvert_html_of_a_notebook_with_the_view_shows_both_branches_differin
     body, _ = HTMLExporter().from_notebook_node(nb)
     text = html.unescape(body)
     assert "- answers = llm_batch(chunks)" in text and "+ print(len(re.findall('x', context)))" in text
-    assert "<script" not in body.split('class="rlm-compare"', 1)[1].split("</table>", 1)[0]
+    assert "<script" not in body.split('class="rlm-compare', 1)[1].split("</table>", 1)[0]
 
 
 # ------------------------------------------------------------------------------- the command
@@ -278,7 +280,7 @@ def test_compare_command_picks_runs_by_id_or_label_and_writes_html(branched_note
                  "--output", out_path]) == 0
     with open(out_path, encoding="utf-8") as f:
         page = f.read()
-    assert page.startswith('<div class="rlm-compare">') and "A (branch `grep`) forks B" in page
+    assert page.startswith('<div class="rlm-compare') and "A (branch `grep`) forks B" in page
 
 
 def test_compare_command_says_which_runs_a_notebook_holds_when_one_is_missing(
