@@ -160,7 +160,9 @@ class Engine:
                     # paid root turn: the step budget counts them all.
                     self.budget.check_steps(run.last_step_number)
                     pending = await self._propose()
-                    if self.controller.step_mode and pending.code is not None:
+                    # Step mode stops at what the model proposes, not at a re-executed record.
+                    if self.controller.step_mode and pending.code is not None \
+                            and pending.n not in self._expected:
                         return self._pause(
                             f"step mode: step {pending.n} is proposed, not run; edit and run its "
                             "cell, or %rlm continue / %rlm step"

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from .kernelspec import notebook_kernelspec
 from .outputs import outputs_to_text, truncate
 from .states import CallState, StepState
-from .trajectory import Run, Step, SubCall
+from .trajectory import ForkOf, Run, Step, SubCall
 
 __all__ = [
     "FORMAT_VERSION", "MARKER_RE", "marker", "query_cell", "thought_cell", "step_cell", "llm_cell",
     "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
     "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids", "fork_source",
-    "branch_title",
+    "fork_cell_source", "branch_title",
 ]
 
 if TYPE_CHECKING:
@@ -86,19 +86,28 @@ def query_source(run: Run) -> str:
 
 
 def fork_source(run: Run) -> str:
-    """A branch's query cell: ``%%rlm fork`` with what the fork changed, the branch's query as the
-    body. Re-running it forks the parent again with the same changes."""
+    """A branch's query cell: ``%%rlm fork`` with the models it changed, the branch's query as
+    the body. Re-running it forks the parent again with the same changes."""
     assert run.fork_of is not None
-    fork = run.fork_of
-    base = fork.models[-1] if fork.models else {}
+    base = run.fork_of.models[-1] if run.fork_of.models else {}
+    return fork_cell_source(run.fork_of, run.query, label=run.branch,
+                            model=run.model if run.model != base.get("model", run.model) else "",
+                            sub_model=run.sub_model
+                            if run.sub_model != base.get("sub_model", run.sub_model) else "")
+
+
+def fork_cell_source(fork: ForkOf, query: str, *, label: str = "", model: str = "",
+                     sub_model: str = "", flags: tuple[str, ...] = ()) -> str:
+    """``%%rlm fork --run P --at K [--model M] [--sub-model S] [flags] [--label L]`` + query."""
     opts = ["--run", fork.run, "--at", str(fork.at)]
-    if run.model and run.model != base.get("model", run.model):
-        opts += ["--model", run.model]
-    if run.sub_model and run.sub_model != base.get("sub_model", run.sub_model):
-        opts += ["--sub-model", run.sub_model]
-    if run.branch:
-        opts += ["--label", run.branch]
-    return " ".join(["%%rlm fork", *(shlex.quote(o) for o in opts)]) + f"\n{run.query}"
+    if model:
+        opts += ["--model", model]
+    if sub_model:
+        opts += ["--sub-model", sub_model]
+    opts += list(flags)
+    if label:
+        opts += ["--label", label]
+    return " ".join(["%%rlm fork", *(shlex.quote(o) for o in opts)]) + f"\n{query}"
 
 
 def branch_title(run: Run) -> str:
