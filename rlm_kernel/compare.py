@@ -223,7 +223,7 @@ def _output_lines(step: Step, limit: int) -> list[str]:
     out = [ln if len(ln) <= OUTPUT_LINE_CHARS else ln[:OUTPUT_LINE_CHARS - 1] + "…"
            for ln in lines[:limit]]
     if len(lines) > limit:
-        out.append(f"… {len(lines) - limit} more lines")
+        out.append(f"… {_n(len(lines) - limit, 'more line')}")
     return out
 
 
@@ -309,7 +309,7 @@ def _html_code(marks: list[tuple[str, str]]) -> str:
         else:
             lines.append(text)
     if len(marks) > CODE_LINES:
-        lines.append(_esc(f"  … {len(marks) - CODE_LINES} more lines"))
+        lines.append(_esc(f"  … {_n(len(marks) - CODE_LINES, 'more line')}"))
     return f'<pre style="{_PRE}">' + "\n".join(lines) + "</pre>"
 
 
@@ -460,15 +460,42 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _squeeze(marks: list[tuple[str, str]], context: int = 1) -> list[tuple[str, str]]:
+    """A diffed side with the unchanged stretches folded: the changed lines, ``context`` lines
+    around them, and one ``⋯ N unchanged`` line for each stretch left out. Undiffed: as is."""
+    if all(m == " " for m, _ in marks):
+        return marks
+    near = {i for i, (m, _) in enumerate(marks) if m != " "}
+    keep = {j for i in near for j in range(i - context, i + context + 1)}
+    out: list[tuple[str, str]] = []
+    skipped = 0
+    for i, item in enumerate(marks):
+        if i in keep:
+            if skipped:
+                out.append((" ", f"⋯ {_n(skipped, 'unchanged line')}"))
+                skipped = 0
+            out.append(item)
+        else:
+            skipped += 1
+    if skipped:
+        out.append((" ", f"⋯ {_n(skipped, 'unchanged line')}"))
+    return out
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _text_side(side: Side, step: Step | None, marks: list[tuple[str, str]], width: int
                ) -> list[str]:
     if step is None:
         return ["(no step)"]
     lines = [_fit(f"step {step.n}: {_thought(step)}", width)] if step.thought else []
+    marks = _squeeze(marks)
     shown = marks[:TEXT_CODE_LINES]
     lines += [_fit(f"{m} {ln}", width) for m, ln in shown]
     if len(marks) > TEXT_CODE_LINES:
-        lines.append(f"  … {len(marks) - TEXT_CODE_LINES} more lines")
+        lines.append(f"  … {_n(len(marks) - TEXT_CODE_LINES, 'more line')}")
     lines += [_fit(f"> {ln}", width) for ln in _output_lines(step, TEXT_OUTPUT_LINES)]
     if step.final is not None:
         lines.append(_fit(f"FINAL → {step.final}", width))
