@@ -116,9 +116,54 @@ class RLM:
         await engine.arun()
         return RunResult(run, runs, self.client.ledger.snapshot())
 
+    async def afork(self, parent: RunResult, at: int, context: Any, *, query: str | None = None,
+                    label: str | None = None, context_source: str = "") -> RunResult:
+        """A branch of ``parent`` at step ``at``: its steps up to ``at`` re-executed from the record
+        (no model call paid; a call the record lacks is an error, not a purchase), then on live
+        with this object's models and settings. ``context`` is the data the parent ran over."""
+        from .forking import default_label, fork_of, fork_point, segments
+        from .notebook import recorded_responses
+
+        cfg = self.config
+        inherited = fork_point(parent.run, at)
+        fork = fork_of(parent.run, at)
+        query = parent.run.query if query is None else query
+        branch = Run(run_id=new_id("r"), query=query, model=cfg.root_model,
+                     sub_model=cfg.subcall_model, context=ContextInfo.describe(context, context_source),
+                     settings=cfg.settings(), fork_of=fork)
+        branch.branch = label or default_label(parent.run, at, model=branch.model,
+                                               sub_model=branch.sub_model, query=query, taken=set())
+        runs: dict[str, Run] = {}
+        client, executor = self.client, InProcessExecutor()
+        client.cache.seed(recorded_responses(parent.runs or {parent.run.run_id: parent.run}))
+        client.cache_only = True
+        try:
+            for seg in segments(inherited, fork):
+                seg_cfg = cfg.copy(model=seg.model or None, sub_model=seg.sub_model or None)
+                branch.model, branch.sub_model = seg_cfg.root_model, seg_cfg.subcall_model
+                await Engine(client=client, config=seg_cfg, run=branch, executor=executor,
+                             context=context, observer=self.observer, runs=runs,
+                             recorded=seg.steps, recorded_only=True).arun()
+                if branch.status != RunState.RUNNING:
+                    return RunResult(branch, runs, client.ledger.snapshot())
+        finally:
+            client.cache_only = False
+        branch.model, branch.sub_model = cfg.root_model, cfg.subcall_model
+        await Engine(client=client, config=cfg, run=branch, executor=executor, context=context,
+                     observer=self.observer, runs=runs).arun()
+        return RunResult(branch, runs, client.ledger.snapshot())
+
+    def fork(self, parent: RunResult, at: int, context: Any, *, query: str | None = None,
+             label: str | None = None, context_source: str = "") -> RunResult:
+        """:meth:`afork`, to completion (also inside a running event loop)."""
+        return self._complete(self.afork(parent, at, context, query=query, label=label,
+                                         context_source=context_source))
+
     def run(self, query: str, context: Any, *, context_source: str = "") -> RunResult:
         """Run to completion and return the result (also inside a running event loop)."""
-        coro = self.arun(query, context, context_source=context_source)
+        return self._complete(self.arun(query, context, context_source=context_source))
+
+    def _complete(self, coro: Any) -> RunResult:
         try:
             asyncio.get_running_loop()
         except RuntimeError:

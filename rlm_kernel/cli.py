@@ -1,4 +1,4 @@
-"""``rlm-kernel``: install | run | demo | replay | serve-scripted | export | eval.
+"""``rlm-kernel``: install | run | fork | demo | replay | serve-scripted | export | eval | compare.
 
 A thin shell over the library and the headless runner: every command's work lives elsewhere.
 """
@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay a trajectory you did not write without being asked (read its "
                         "code first: replaying runs it)")
     p.add_argument("--output", help="write the replayed trajectory here")
+    p = sub.add_parser("fork", help="branch a recorded run at a step, headless: its steps up to "
+                       "--at are re-executed from the record (nothing paid), the rest runs live "
+                       "with the settings given")
+    p.add_argument("notebook")
+    p.add_argument("--at", type=int, required=True,
+                   help="the parent's step to fork after (0: start afresh)")
+    p.add_argument("--run", help="the run to fork (default: the notebook's last run)")
+    p.add_argument("--query", help="another query for the branch (default: the parent's)")
+    p.add_argument("--label", help="the branch's name (default: what it changes, and where)")
+    p.add_argument("--trust", action="store_true",
+                   help="fork a trajectory you did not write without being asked (its first "
+                        "steps are re-executed)")
+    add_setting_options(p, "cli")
+    p.add_argument("--output", help="notebook to write (default: the notebook itself)")
     p = sub.add_parser("serve-scripted", help="serve the scripted model over HTTP on 127.0.0.1")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("export", help="print a trajectory notebook's runs as JSON records")
@@ -78,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from .evals.cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv and argv[0] == "compare":
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "install":
         from .install import main as install_main
@@ -93,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_replay(args)
     if args.command == "export":
         return _cmd_export(args)
+    if args.command == "fork":
+        return _cmd_fork(args)
     return 2
 
 
@@ -192,7 +212,8 @@ def _output_problem(path: str | None) -> str | None:
 
 
 def _headless(values: dict[str, Any], cells: list[str], output: str | None,
-              banner: bool = True, initial: list[dict[str, Any]] | None = None) -> int:
+              banner: bool = True, initial: list[dict[str, Any]] | None = None,
+              record: bool | None = None, after: str | None = None) -> int:
     from .config import RLMConfig
     from .headless import DeadKernelError, HeadlessRunner, error_text, run_sync
     from .scripted import SCRIPTED_BANNER
@@ -215,7 +236,8 @@ def _headless(values: dict[str, Any], cells: list[str], output: str | None,
         interrupted = False
         try:
             for code in cells:
-                res = await runner.aexecute(code, record=initial is None)
+                res = await runner.aexecute(
+                    code, record=initial is None if record is None else record, after=after)
                 interrupted = interrupted or res.interrupted
                 if res.reply.get("status") != "ok" and runner.last_finish() is None:
                     return 1, error_text(res.reply), None
@@ -277,6 +299,50 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     code = f"%rlm replay --trust {shlex.quote(os.path.abspath(args.notebook))}"
     os.environ.update({"OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""})  # replay needs no endpoint
     return _headless({}, [code], args.output, banner=False)
+
+
+def _cmd_fork(args: argparse.Namespace) -> int:
+    """A branch of a saved run, written into the notebook after the parent's group (and after
+    the branches it already has), as JupyterLab's "Fork here" places it."""
+    import nbformat
+
+    from .notebook import runs_from_notebook
+
+    try:
+        values = _settings_given(args)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    if not os.path.isfile(args.notebook):
+        return _fail(f"no notebook {args.notebook!r} to fork", 2)
+    refused = _consent(args.notebook, args.trust)  # its first steps are re-executed
+    if refused:
+        return _fail(refused, 2)
+    original = nbformat.read(args.notebook, as_version=4)
+    runs = runs_from_notebook(original)
+    roots = [r for r in runs.values() if r.depth == 0]
+    parent = runs.get(args.run) if args.run else (roots[-1] if roots else None)
+    if parent is None or parent.depth:
+        known = ", ".join(r.run_id for r in roots) or "none"
+        return _fail(f"{args.notebook} holds no run {args.run!r} to fork; its runs: {known}", 2)
+    group = {parent.run_id}
+    for run in runs.values():  # oldest first: a branch's parent is seen before it
+        origin = run.fork_of.run if run.fork_of is not None else run.parent
+        if origin in group:
+            group.add(run.run_id)
+    last = [c.get("id") for c in original.cells
+            if c.get("metadata", {}).get("rlm", {}).get("run") in group]
+    words = ["%rlm", "fork", "--trust", "--from", os.path.abspath(args.notebook), "--run",
+             parent.run_id, "--at", str(args.at)]
+    for flag, value in (("--query", args.query), ("--label", args.label)):
+        if value:
+            words += [flag, value]
+    code = " ".join(shlex.quote(w) for w in words)
+    options = _rlm_options(values)
+    if options:
+        code += " " + options
+    return _headless(values, [code], args.output or args.notebook,
+                     initial=[dict(c) for c in original.cells], record=True,
+                     after=last[-1] if last else None)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

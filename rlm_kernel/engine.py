@@ -13,6 +13,8 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +103,15 @@ class Engine:
         controller: Controller | None = None,
         runs: dict[str, Run] | None = None,
         prompt_store: PromptStore | None = None,
+        recorded: Sequence[Step] = (),
+        recorded_only: bool = False,
     ) -> None:
+        """``recorded``: steps (as recorded) to re-execute before asking the model anything, a
+        fork's inherited steps: each is proposed from its record, not by a model call, run as
+        usual, and must give the recorded output, else the run ends in an error (the branch
+        would not be what it says it is). ``recorded_only``: return once they are done, the run
+        still running, so the caller can go on with other models (the next segment of a fork,
+        or its live part)."""
         self.client = client
         self.config = config
         self.run = run
@@ -118,6 +128,9 @@ class Engine:
             prompt_store=prompt_store,
         )
         self.messages = build_history(run, config)
+        self._recorded = deque(recorded)
+        self._expected: dict[int, Step] = {}  # re-executed step number -> its record
+        self.recorded_only = recorded_only
 
     # -- the loop ------------------------------------------------------------------------------
     async def arun(self) -> Run:
@@ -129,6 +142,7 @@ class Engine:
         self.repl.active = True
         self.messages = build_history(run, self.config)
         self.observer.run_started(run)
+        handed_over = False
         try:
             while True:
                 if self.controller.stop_requested:
@@ -136,6 +150,9 @@ class Engine:
                 self.budget.check_all()
                 last = run.steps[-1] if run.steps else None
                 pending = last if last is not None and last.status == StepState.PROPOSED else None
+                if pending is None and self.recorded_only and not self._recorded:
+                    handed_over = True
+                    return run
                 if pending is None:
                     if self.controller.pause_requested:
                         self.controller.pause_requested = False
@@ -144,7 +161,9 @@ class Engine:
                     # paid root turn: the step budget counts them all.
                     self.budget.check_steps(run.last_step_number)
                     pending = await self._propose()
-                    if self.controller.step_mode and pending.code is not None:
+                    # Step mode stops at what the model proposes, not at a re-executed record.
+                    if self.controller.step_mode and pending.code is not None \
+                            and pending.n not in self._expected:
                         return self._pause(
                             f"step mode: step {pending.n} is proposed, not run; edit and run its "
                             "cell, or %rlm continue / %rlm step"
@@ -165,9 +184,11 @@ class Engine:
             self._end(RunState.ERROR, str(exc))
         finally:
             self.repl.active = False
-            if run.status == RunState.RUNNING:  # left by an exception none of the above caught
+            if handed_over:
+                pass  # still running: the caller goes on with the next drive of this run
+            elif run.status == RunState.RUNNING:  # left by an exception none of the above caught
                 self._end(RunState.ERROR, "internal error (the kernel log has the traceback)")
-            if run.status != RunState.PAUSED:
+            if not handed_over and run.status != RunState.PAUSED:
                 self.observer.run_finished(run)
         return run
 
@@ -190,6 +211,14 @@ class Engine:
 
     async def _propose(self) -> Step:
         run = self.run
+        if self._recorded:
+            record = self._recorded.popleft()  # from the record: no model call, nothing paid
+            step = Step(n=record.n, reply=record.reply, thought=record.thought, code=record.code,
+                        cache_key=record.cache_key, edited=record.edited)
+            self._expected[record.n] = record
+            run.steps.append(step)
+            self.observer.step_proposed(run, step)
+            return step
         n = run.last_step_number + 1
         call = self.client.acomplete(
             list(self.messages), model=run.model or self.config.root_model, depth=run.depth,
@@ -242,6 +271,17 @@ class Engine:
                 "Use other names for your variables.]"
             )
         text = outputs_to_text(step.outputs)
+        record = self._expected.pop(step.n, None)
+        if record is not None and (text, step.error) != (outputs_to_text(record.outputs),
+                                                         record.error):
+            step.output_text = truncate(text, self.config.output_chars)
+            step.move(StepState.DONE)
+            self.observer.step_finished(run, step)
+            raise ReplayMissError(
+                f"step {step.n} ran differently from its record (its output is not the recorded "
+                "one: the data, the files or something random or timed changed), so this branch "
+                f"cannot inherit it; fork at an earlier step (at most {step.n - 1}), or make the "
+                "step's result reproducible")
         final: str | None = None
         if self.repl.final is not None:
             final = self.repl.final

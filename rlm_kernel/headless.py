@@ -186,16 +186,17 @@ class HeadlessRunner(NotebookClient):
             self.kc = None
 
     # -- running cells --------------------------------------------------------------------------
-    async def aexecute(self, code: str, *, record: bool = True) -> HeadlessResult:
-        """Run ``code`` as the next cell of the mirrored notebook (``record=False``: a control
-        cell kept out of the file, e.g. ``%rlm resume``). Ctrl-C interrupts the kernel (which
-        stops the run and cancels its calls) and keeps draining so the run's last cells reach
-        the file."""
+    async def aexecute(self, code: str, *, record: bool = True,
+                       after: str | None = None) -> HeadlessResult:
+        """Run ``code`` as the next cell of the mirrored notebook, or as the cell after the one
+        whose id is ``after`` (``record=False``: a control cell kept out of the file, e.g.
+        ``%rlm resume``). Ctrl-C interrupts the kernel (which stops the run and cancels its
+        calls) and keeps draining so the run's last cells reach the file."""
         self.count += 1
         cell = nbformat.v4.new_code_cell(code)
         cell["id"] = f"cell-{self.count}-{uuid.uuid4().hex[:6]}"
         if record:
-            self.mirror.append(cell)
+            self.mirror.append(cell, after)
         self._reply = {}
         result = HeadlessResult()
         loop = asyncio.get_running_loop()

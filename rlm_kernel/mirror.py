@@ -54,8 +54,12 @@ class NotebookMirror:
         i = self.index(cell_id)
         return self.cells[i] if i >= 0 else None
 
-    def append(self, cell: dict[str, Any]) -> None:
-        """Add a cell of the client's own (e.g. a cell it is about to execute) at the end."""
+    def append(self, cell: dict[str, Any], after: str | None = None) -> None:
+        """Add a cell of the client's own (e.g. a cell it is about to execute) at the end, or
+        after the cell ``after`` when it is there."""
+        if after is not None and self.index(after) >= 0:
+            self._insert(cell, after, None)
+            return
         self.cells.append(cell)
         self._track_append(cell)
 

@@ -5,6 +5,13 @@ One builder per cell kind (query, thought, step, llm, final), used both by the k
 exported file hold the same cells. Everything needed to replay or resume lives in
 ``metadata["rlm"]``; the context never does (only its :class:`ContextInfo`), and long sub-call
 prompts are kept as a preview plus length and hash.
+
+Branches: a run forked from another (``Run.fork_of`` = parent run, step ``at``, and the models that
+made the inherited steps; ``Run.branch`` = its label) is a root run with cells of its own. Its query
+cell is ``%%rlm fork --run PARENT --at K [--model M] [--sub-model M] [--label L]`` with the branch's
+query as the body, and its header carries ``fork_of`` and ``branch``; its inherited steps (numbered
+up to ``at``, as in the parent) are marked ``inherited`` and shown collapsed. Files written before
+branches existed have neither field and load as plain runs.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from .kernelspec import notebook_kernelspec
 from .outputs import outputs_to_text, truncate
 from .states import CallState, StepState
-from .trajectory import Run, Step, SubCall
+from .trajectory import ForkOf, Run, Step, SubCall
 
 __all__ = [
     "FORMAT_VERSION", "MARKER_RE", "marker", "query_cell", "thought_cell", "step_cell", "llm_cell",
     "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
-    "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids",
-    "answer_preview", "ANSWER_INLINE_CHARS",
+    "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids", "fork_source",
+    "fork_cell_source", "branch_title", "answer_preview", "ANSWER_INLINE_CHARS",
 ]
 
 if TYPE_CHECKING:
@@ -67,6 +74,8 @@ def _meta(kind: str, run: Run, **extra: Any) -> dict[str, Any]:
 
 
 def query_source(run: Run) -> str:
+    if run.fork_of is not None:
+        return fork_source(run)
     opts = []
     settings = run.settings or {}
     if run.model and not settings.get("scripted"):
@@ -77,6 +86,39 @@ def query_source(run: Run) -> str:
         opts += ["--context", run.context.source.split(":", 1)[1]]
     head = " ".join(["%%rlm", *(shlex.quote(o) for o in opts)])
     return f"{head}\n{run.query}"
+
+
+def fork_source(run: Run) -> str:
+    """A branch's query cell: ``%%rlm fork`` with the models it changed, the branch's query as
+    the body. Re-running it forks the parent again with the same changes."""
+    assert run.fork_of is not None
+    base = run.fork_of.models[-1] if run.fork_of.models else {}
+    return fork_cell_source(run.fork_of, run.query, label=run.branch,
+                            model=run.model if run.model != base.get("model", run.model) else "",
+                            sub_model=run.sub_model
+                            if run.sub_model != base.get("sub_model", run.sub_model) else "")
+
+
+def fork_cell_source(fork: ForkOf, query: str, *, label: str = "", model: str = "",
+                     sub_model: str = "", flags: tuple[str, ...] = ()) -> str:
+    """``%%rlm fork --run P --at K [--model M] [--sub-model S] [flags] [--label L]`` + query."""
+    opts = ["--run", fork.run, "--at", str(fork.at)]
+    if model:
+        opts += ["--model", model]
+    if sub_model:
+        opts += ["--sub-model", sub_model]
+    opts += list(flags)
+    if label:
+        opts += ["--label", label]
+    return " ".join(["%%rlm fork", *(shlex.quote(o) for o in opts)]) + f"\n{query}"
+
+
+def branch_title(run: Run) -> str:
+    """How a branch is named in its cells: label, parent and step (empty for other runs)."""
+    if run.fork_of is None:
+        return ""
+    label = f"branch `{run.branch}`, " if run.branch else "branch, "
+    return f"{label}fork of `{run.fork_of.run}` at step {run.fork_of.at}"
 
 
 def query_cell(run: Run, source: str | None = None, cid: str | None = None) -> dict[str, Any]:
@@ -95,9 +137,21 @@ def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
     extra: dict[str, Any] = {"step": step.n, "status": step.status}
     if record:
         extra["record"] = _step_record(step, keep_outputs=False)
-    cell = new_markdown_cell(f"**Step {step.n}** · {text}", metadata=_meta("thought", run, **extra))
+    head = f"**Step {step.n}**"
+    if _inherited(run, step):
+        head += f" (from `{run.fork_of.run}`)"  # type: ignore[union-attr]
+        extra["inherited"] = True
+    meta = _meta("thought", run, **extra)
+    if _inherited(run, step):
+        meta["jupyter"] = {"source_hidden": True}
+    cell = new_markdown_cell(f"{head} · {text}", metadata=meta)
     cell["id"] = cell_id(run.run_id, f"t{step.n}")
     return cell
+
+
+def _inherited(run: Run, step: Step) -> bool:
+    """A branch's step that is its parent's, re-executed from the record: shown collapsed."""
+    return run.fork_of is not None and step.n <= run.fork_of.at
 
 
 def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
@@ -117,8 +171,12 @@ def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
 def step_cell(run: Run, step: Step) -> dict[str, Any]:
     """A root step as a runnable code cell: marker line, then the code; real outputs."""
     source = f"{marker(run.run_id, step.n, step.status == StepState.STALE)}\n{step.code or ''}"
-    cell = new_code_cell(source, metadata=_meta("step", run, step=step.n, status=step.status,
-                                                record=_step_record(step, keep_outputs=False)))
+    extra: dict[str, Any] = {"inherited": True} if _inherited(run, step) else {}
+    meta = _meta("step", run, step=step.n, status=step.status,
+                 record=_step_record(step, keep_outputs=False), **extra)
+    if extra:
+        meta["jupyter"] = dict(_COLLAPSED)
+    cell = new_code_cell(source, metadata=meta)
     cell["id"] = cell_id(run.run_id, f"s{step.n}")
     cell["outputs"] = [dict(o) for o in step.outputs]
     cell["execution_count"] = step.execution_count
@@ -167,13 +225,16 @@ def answer_preview(answer: str | None) -> tuple[str | None, bool]:
 
 
 def final_cell(run: Run) -> dict[str, Any]:
+    branch = f", {branch_title(run)}" if run.fork_of is not None else ""
     if run.answer is not None:
         shown, cut = answer_preview(run.answer)
         note = (f"\n\n*(the answer is {len(run.answer):,} characters; this cell's metadata "
                 "holds it whole)*") if cut else ""
-        text = f"**Final answer** (run `{run.run_id}`):\n\n{_quote_block(shown)}{note}"
+        text = (f"**Final answer** (run `{run.run_id}`{branch}):\n\n{_quote_block(shown)}"
+                f"{note}")
     else:
-        text = f"**Run `{run.run_id}` ended without an answer** ({run.status}): {run.stop_reason}"
+        text = (f"**Run `{run.run_id}`{branch} ended without an answer** ({run.status}): "
+                f"{run.stop_reason}")
     cell = new_markdown_cell(text, metadata=_meta("final", run, answer=run.answer,
                                                   status=run.status, reason=run.stop_reason,
                                                   usage=run.usage.to_dict()))

@@ -15,7 +15,8 @@ from typing import Any
 
 from .states import CallState, RunState, StepState, advance
 
-__all__ = ["Usage", "ContextInfo", "SubCall", "Step", "Run", "new_id", "sha256_text", "preview"]
+__all__ = ["Usage", "ContextInfo", "SubCall", "Step", "ForkOf", "Run", "new_id", "sha256_text",
+           "preview"]
 
 PREVIEW_CHARS = 240
 
@@ -243,8 +244,39 @@ class Step:
 
 
 @dataclass
+class ForkOf:
+    """Where a branch comes from: its first steps are another run's, re-executed from that run's
+    record (no model call paid), and it went on live from there with its own settings.
+
+    ``at`` is the parent's step number the branch forked after (0: nothing inherited, a fresh
+    start of the same task). ``models`` says which root and sub models made the inherited steps,
+    oldest first, as ``{"to": n, "model": m, "sub_model": s}`` (steps up to ``n``): replaying a
+    branch re-executes those steps with the models whose calls were recorded, then its own. A fork
+    of a fork inherits its parent's list, cut at ``at``, so a branch replays from its own record.
+    """
+
+    run: str
+    at: int
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "at": self.at, "models": [dict(m) for m in self.models]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ForkOf | None:
+        if not data or "run" not in data:
+            return None
+        return cls(run=str(data["run"]), at=int(data.get("at", 0)),
+                   models=[dict(m) for m in data.get("models", [])])
+
+
+@dataclass
 class Run:
-    """A whole trajectory of one query at one depth."""
+    """A whole trajectory of one query at one depth.
+
+    A branch (``fork_of`` set) is a root run like any other: its record holds every step, the
+    inherited ones included, so it replays and compares on its own; ``branch`` is its label.
+    """
 
     run_id: str
     query: str
@@ -266,6 +298,13 @@ class Run:
     resumed_at: float | None = None  # when the current running stretch began
     settings: dict[str, Any] = field(default_factory=dict)  # non-secret budgets and options
     children: list[str] = field(default_factory=list)
+    fork_of: ForkOf | None = None  # set on a branch: which run and step it forked from
+    branch: str = ""  # a branch's label, shown in its cells and in comparisons
+
+    @property
+    def inherited(self) -> int:
+        """The parent's step number this branch forked after; 0 for a run that is no branch."""
+        return self.fork_of.at if self.fork_of is not None else 0
 
     def __post_init__(self) -> None:
         self.status = RunState(self.status)
@@ -333,20 +372,13 @@ class Run:
             "usage": self.usage.to_dict(), "started": self.started, "ended": self.ended,
             "active_s": self.elapsed_s,
             "settings": dict(self.settings), "children": list(self.children),
+            "fork_of": self.fork_of.to_dict() if self.fork_of is not None else None,
+            "branch": self.branch,
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id, "query": self.query, "model": self.model,
-            "sub_model": self.sub_model, "depth": self.depth, "parent": self.parent,
-            "parent_step": self.parent_step,
-            "context": self.context.to_dict(), "steps": [s.to_dict() for s in self.steps],
-            "subcalls": {k: v.to_dict() for k, v in self.subcalls.items()},
-            "answer": self.answer, "status": str(self.status), "stop_reason": self.stop_reason,
-            "usage": self.usage.to_dict(), "started": self.started, "ended": self.ended,
-            "active_s": self.elapsed_s,
-            "settings": dict(self.settings), "children": list(self.children),
-        }
+        return {**self.header_dict(), "steps": [s.to_dict() for s in self.steps],
+                "subcalls": {k: v.to_dict() for k, v in self.subcalls.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Run:
@@ -359,6 +391,7 @@ class Run:
         run.steps = [Step.from_dict(s) for s in data.get("steps", [])]
         run.subcalls = {k: SubCall.from_dict(v) for k, v in data.get("subcalls", {}).items()}
         run.usage = Usage.from_dict(data.get("usage"))
+        run.fork_of = ForkOf.from_dict(data.get("fork_of"))  # absent in files before branches
         return run
 
 

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rlm_kernel"
 LAYERS = {
     **dict.fromkeys(["errors", "states", "trajectory", "outputs", "parsing", "prompt_store",
                      "kernelspec", "tasks"], 0),
-    **dict.fromkeys(["config", "prompts", "cells", "notebook", "observer", "trust"], 1),
+    **dict.fromkeys(["config", "prompts", "cells", "notebook", "observer", "trust", "forking",
+                     "compare"], 1),
     "lm": 2,
     "scripted": 3,
     **dict.fromkeys(["connect", "repl", "executor", "engine", "mirror", "budgets"], 4),

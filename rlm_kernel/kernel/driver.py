@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from .. import cells
 from ..budgets import Budget
-from ..config import RLMConfig, redact_json
+from ..config import RLMConfig, redact_json, setting_flags
 from ..engine import Controller, Engine
 from ..errors import ConfigError, RLMError
+from ..forking import default_label, fork_of, fork_point, segments
 from ..lm import LMClient
 from ..notebook import (
     MARKER_RE,
+    fork_cell_source,
+    fork_source,
     query_cell,
     recorded_responses,
     run_cells,
@@ -34,7 +37,7 @@ from ..outputs import outputs_to_text, sanitize_outputs, truncate
 from ..prompt_store import PromptStore
 from ..repl import Repl
 from ..states import RunState, StepState
-from ..trajectory import ContextInfo, Run, Step, new_id
+from ..trajectory import ContextInfo, ForkOf, Run, Step, new_id
 from . import files
 from .capture import ShellExecutor
 from .channel import FrontendChannel
@@ -44,7 +47,7 @@ from .emitter import CellEmitter
 from .interrupts import InterruptRouter
 from .registry import RunPlace, RunRegistry
 
-__all__ = ["RunDriver", "RunOutcome"]
+__all__ = ["RunDriver", "RunOutcome", "Branching"]
 
 
 @dataclass
@@ -127,9 +130,10 @@ class RunDriver:
 
     # -- starting -------------------------------------------------------------------------------
     def new_run(self, query: str, opts: dict[str, Any], *, source: str, cell_id: str | None,
-                base: RLMConfig | None = None, run_id: str | None = None) -> Run:
+                base: RLMConfig | None = None, run_id: str | None = None,
+                fork: Branching | None = None) -> Run:
         var = opts.get("context") or "context"
-        context = self.shell.user_ns.get(var)
+        context = fork.context if fork is not None else self.shell.user_ns.get(var)
         if context is None:
             raise ConfigError(
                 f"no context: the variable {var!r} is not set. Assign the data to it first "
@@ -141,18 +145,23 @@ class RunDriver:
                               "give the run something to read")
         cfg = (base or self.config).copy(**{k: v for k, v in opts.items()
                                             if k in _PER_RUN and v is not None})
-        source_tag = self.registry.context_sources.get(var, f"variable:{var}")
+        source_tag = fork.source if fork is not None else \
+            self.registry.context_sources.get(var, f"variable:{var}")
         run = Run(run_id=run_id or new_id("r"), query=query, model=cfg.root_model,
                   sub_model=cfg.subcall_model, context=ContextInfo.describe(context, source_tag),
                   settings=cfg.settings())
-        query_id = cell_id or f"{run.run_id}-q"
-        self.registry.add_root(run, RunPlace(cell_id, query_id, source, cfg, context=context))
+        place = RunPlace(cell_id, cell_id or f"{run.run_id}-q", source, cfg, context=context)
+        if fork is not None:
+            run.fork_of, run.branch = fork.fork_of, fork.label
+            place.inherited = fork.inherited
+        self.registry.add_root(run, place)
         return run
 
     async def start(self, query: str, opts: dict[str, Any], *, source: str,
                     cell_id: str | None, base: RLMConfig | None = None,
-                    run_id: str | None = None) -> RunOutcome:
-        run = self.new_run(query, opts, source=source, cell_id=cell_id, base=base, run_id=run_id)
+                    run_id: str | None = None, fork: Branching | None = None) -> RunOutcome:
+        run = self.new_run(query, opts, source=source, cell_id=cell_id, base=base, run_id=run_id,
+                           fork=fork)
         place = self.registry.places[run.run_id]
         count = self._count_query(source)
         # The query cell learns its run (and headless clients create it from this update).
@@ -195,9 +204,12 @@ class RunDriver:
         roots = [r for r in runs.values() if r.depth == 0 and only in (None, r.run_id)]
         if not roots:
             raise RLMError(f"{path} holds no run {only!r}" if only else f"{path} holds no root run")
-        if live:
-            roots = roots[-1:]  # resume the latest run; earlier ones are finished history
+        if live and only is None:
+            # Resume the latest run and its branches; earlier runs are finished history.
+            latest = next((r for r in reversed(roots) if r.fork_of is None), roots[-1])
+            roots = [r for r in roots if r is latest or _descends(r, latest.run_id, runs)]
         outcomes: list[RunOutcome] = []
+        renamed: dict[str, str] = {}  # recorded run id -> its replay's (a branch names its parent)
         self.pool.cache_only = not live
         try:
             for rec in roots:
@@ -208,9 +220,21 @@ class RunDriver:
                 base = self.config.replayable(rec.settings)
                 opts = {"model": rec.model, "sub_model": rec.sub_model}
                 anchor = self.registry.recorded_anchors.get(rec.run_id) if live else cell_id
-                outcomes.append(await self.start(
-                    rec.query, opts, source=f"%%rlm\n{rec.query}", cell_id=anchor, base=base,
-                    run_id=rec.run_id if live else None))
+                fork, source = None, f"%%rlm\n{rec.query}"
+                if rec.fork_of is not None:
+                    # A branch replays its inherited steps from its record, then its own part;
+                    # replayed, it names its parent's replay.
+                    parent_id = renamed.get(rec.fork_of.run, rec.fork_of.run)
+                    fork = Branching(ForkOf(parent_id, rec.fork_of.at,
+                                            [dict(m) for m in rec.fork_of.models]),
+                                     rec.branch, _inherited_records(rec, runs), context,
+                                     rec.context.source)
+                    source = fork_source(replace(rec, fork_of=fork.fork_of))
+                outcome = await self.start(rec.query, opts, source=source, cell_id=anchor,
+                                           base=base, run_id=rec.run_id if live else None,
+                                           fork=fork)
+                renamed[rec.run_id] = outcome.run.run_id
+                outcomes.append(outcome)
         finally:
             self.pool.cache_only = False
         return outcomes
@@ -228,6 +252,75 @@ class RunDriver:
         except Exception:  # noqa: BLE001 - StdinNotImplementedError: no one to ask
             return False
         return answer.strip().lower() in ("y", "yes")
+
+    async def fork(self, opts: dict[str, Any], query: str | None, *,
+                   cell_id: str | None) -> RunOutcome:
+        """``%rlm fork``: a branch of a run at one of its steps, as a new root run.
+
+        Its steps up to ``--at`` are the parent's, re-executed from the record (no model call is
+        paid: every call must come from the record, and each step must give its recorded output),
+        then it goes on live with the parent's settings changed by the options given.
+        """
+        reg = self.registry
+        parent = self._fork_parent(opts.get("run"), opts.get("from"), bool(opts.get("trust")))
+        if reg.active == parent.run_id:
+            raise RLMError(f"run {parent.run_id} is still running; fork it once it pauses or ends")
+        at = int(opts["at"])
+        inherited = fork_point(parent, at)
+        place = reg.place_of(parent)
+        if place is not None and place.context is not None:
+            context = place.context
+        else:
+            context = files.load_context(parent.context.source, parent.context.sha256,
+                                         self.shell.user_ns)
+        # The parent's models as they ran: a fork changes only what its options name.
+        base = (place.config if place is not None else self.config.replayable(parent.settings)
+                ).copy(model=parent.model or None, sub_model=parent.sub_model or None)
+        changes = {k: v for k, v in opts.items() if k in _PER_RUN and v is not None}
+        cfg = base.copy(**changes)
+        query = query or parent.query
+        label = opts.get("label") or default_label(
+            parent, at, model=cfg.root_model, sub_model=cfg.subcall_model, query=query,
+            taken={r.branch for r in reg.runs.values() if r.branch})
+        self.pool.cache.seed(recorded_responses({r.run_id: r for r in parent.tree(reg.runs)}))
+        branching = Branching(fork_of(parent, at), label, inherited, context,
+                              parent.context.source)
+        # The query cell says exactly what the branch is (the parent by id, what changed), so it
+        # reads, and re-runs, the same whatever runs come later.
+        flags = setting_flags({k: v for k, v in changes.items()
+                               if k not in ("model", "sub_model")
+                               and v != base.settings().get(k)})
+        source = fork_cell_source(
+            branching.fork_of, query, label=label,
+            model=cfg.root_model if cfg.root_model != parent.model else "",
+            sub_model=cfg.subcall_model if cfg.subcall_model != parent.sub_model else "",
+            flags=tuple(flags))
+        return await self.start(query, {"step": opts.get("step")}, source=source,
+                                cell_id=cell_id, base=cfg, fork=branching)
+
+    def _fork_parent(self, run_id: str | None, notebook: str | None, trust: bool = False) -> Run:
+        """The run to fork: this kernel's, or (with ``--from``, or after a restart) a notebook's,
+        whose recorded runs then join this session's (for lineage and comparisons)."""
+        reg = self.registry
+        if notebook is None and (run_id in reg.runs if run_id else reg.roots):
+            run = reg.find(run_id)
+            if run.depth:
+                raise RLMError(f"{run.run_id} is an rlm() sub-run; fork its root run instead")
+            return run
+        path = notebook or files.session_notebook()
+        if path is None:
+            reg.find(run_id)  # raises the clear "no run" message
+        assert path is not None
+        runs, anchors = files.read_trajectory(path, consent=None if trust else self._consent)
+        roots = [r for r in runs.values() if r.depth == 0]
+        parent = runs.get(run_id) if run_id else (roots[-1] if roots else None)
+        if parent is None or parent.depth:
+            known = ", ".join(r.run_id for r in roots) or "none"
+            raise RLMError(f"{path} holds no root run {run_id!r}; its runs: {known}")
+        for rid, rec in runs.items():
+            reg.runs.setdefault(rid, rec)
+        reg.recorded_anchors.update(anchors)
+        return reg.runs[parent.run_id]
 
     # -- driving --------------------------------------------------------------------------------
     def _count_query(self, source: str) -> int:
@@ -267,23 +360,51 @@ class RunDriver:
             return None
         return widget
 
+    def _legs(self, run: Run, place: RunPlace) -> list[_Leg]:
+        """The engine passes of a drive: a branch's inherited steps it does not hold yet, in
+        segments by the models that made them, every call from the record; then the run itself."""
+        legs: list[_Leg] = []
+        if run.fork_of is not None and place.inherited:
+            done = {s.n for s in run.steps}
+            todo = [s for s in place.inherited if s.n not in done]
+            for seg in segments(todo, run.fork_of):
+                cfg = place.config.copy(model=seg.model or None, sub_model=seg.sub_model or None)
+                legs.append(_Leg(cfg, seg.steps, cache_only=True))
+        return [*legs, _Leg(place.config)]
+
+    async def _run_legs(self, run: Run, place: RunPlace, legs: list[_Leg],
+                        controller: Controller, observer: RunObserver) -> None:
+        for leg in legs:
+            cache_only = self.pool.cache_only
+            self.pool.cache_only = cache_only or leg.cache_only
+            try:
+                client = self.pool.client_for(leg.config)
+            finally:
+                self.pool.cache_only = cache_only
+            client.resume()
+            run.model, run.sub_model = leg.config.root_model, leg.config.subcall_model
+            engine = Engine(client=client, config=leg.config, run=run, executor=self.executor,
+                            context=place.context, observer=observer, controller=controller,
+                            runs=self.registry.runs, prompt_store=self.prompts,
+                            recorded=leg.recorded, recorded_only=leg is not legs[-1])
+            place.repl = engine.repl
+            await engine.arun()
+            if run.status != RunState.RUNNING:
+                return
+
     async def _drive(self, run: Run, controller: Controller, count: int) -> RunOutcome:
         reg = self.registry
         place = reg.places[run.run_id]
-        cfg = place.config
-        client = self.pool.client_for(cfg)
-        client.resume()
+        legs = self._legs(run, place)
+        self.pool.client_for(place.config)  # made (and its settings checked) before anything runs
         self.controller = controller
         reg.active = run.run_id
         previous_context = self.shell.user_ns.get("context")
         emitter, views = self._views(run, place)
         place.views = views
         emitter.start()
-        engine = Engine(client=client, config=cfg, run=run, executor=self.executor,
-                        context=place.context, observer=Observers(*views), controller=controller,
-                        runs=reg.runs, prompt_store=self.prompts)
-        place.repl = engine.repl
-        task = self.interrupts.task = asyncio.ensure_future(engine.arun())
+        task = self.interrupts.task = asyncio.ensure_future(
+            self._run_legs(run, place, legs, controller, Observers(*views)))
 
         async def tick() -> None:  # wakes the loop so an interrupt acts within 0.2 s
             while True:
@@ -363,6 +484,51 @@ class RunDriver:
                     self.channel.send(cells.update_msg(run.run_id, tc["id"],
                                                        metadata=tc["metadata"]))
         return result, result.execution_count or 0
+
+
+@dataclass
+class _Leg:
+    """One engine pass of a drive: its settings, the recorded steps it re-executes (a branch's
+    inherited ones), and whether every model call must come from the record."""
+
+    config: RLMConfig
+    recorded: list[Step] = field(default_factory=list)
+    cache_only: bool = False
+
+
+@dataclass
+class Branching:
+    """What makes a new run a branch: where it forks, its label, the inherited steps as recorded,
+    and the parent's context (and where that came from)."""
+
+    fork_of: ForkOf
+    label: str
+    inherited: list[Step]
+    context: Any
+    source: str
+
+
+def _descends(run: Run, ancestor: str, runs: dict[str, Run]) -> bool:
+    seen = 0
+    while run.fork_of is not None and seen < 100:
+        if run.fork_of.run == ancestor:
+            return True
+        parent = runs.get(run.fork_of.run)
+        if parent is None:
+            return False
+        run, seen = parent, seen + 1
+    return False
+
+
+def _inherited_records(branch: Run, runs: dict[str, Run]) -> list[Step]:
+    """A recorded branch's inherited steps: its own record of them, and its parent's for any it
+    lacks (a branch that stopped before it re-executed them all)."""
+    assert branch.fork_of is not None
+    at = branch.fork_of.at
+    parent = runs.get(branch.fork_of.run)
+    out = {s.n: s for s in (parent.steps if parent else []) if s.n <= at and s.live}
+    out.update({s.n: s for s in branch.steps if s.n <= at and s.live})
+    return [out[n] for n in sorted(out)]
 
 
 _PER_RUN = frozenset(name for name, trait in RLMConfig.class_traits(config=True).items()

@@ -36,7 +36,7 @@ def export(registry: RunRegistry, path: str) -> nbformat.NotebookNode:
     return nb
 
 
-def read_trajectory(path: str, consent: Callable[[str], bool] | None = None,
+def read_trajectory(path: str, *, consent: Callable[[str], bool] | None,
                     ) -> tuple[dict[str, Run], dict[str, str]]:
     """The runs a notebook records, and each root run's query cell id in it.
 

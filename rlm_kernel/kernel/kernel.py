@@ -1,7 +1,7 @@
 """``RLMKernel``: an IPython kernel whose user namespace is an RLM's REPL.
 
 Plain cells run exactly as in ipykernel. Four kinds of cell are the kernel's own: ``%%rlm`` (a run),
-``%rlm continue|step|replay|resume`` (drive a run), and a step cell (first line
+``%rlm continue|step|replay|resume|fork`` (drive a run, or start a branch of one), and a step cell (first line
 ``# rlm: run=<id> step=<n>``), whose re-run makes it the new truth for that step. They are handled
 here, in ``do_execute``, because a run must await its model calls inside the cell's execution: that
 is what lets Pause/Step/Stop messages reach the kernel mid-run (ipykernel >= 7.4).
@@ -27,12 +27,13 @@ from .clients import ClientPool
 from .display import show_end
 from .driver import RunDriver, RunOutcome
 from .magics import RLMMagics
-from .options import OptionError, parse_rlm_cell
+from .options import OptionError, parse_fork_cell, parse_rlm_cell
 from .registry import RunRegistry
 
 __all__ = ["RLMKernel"]
 
 _DRIVER_RE = re.compile(r"^%rlm[ \t]+(continue|step|replay|resume)\b([^\n]*)\s*$")
+_FORK_RE = re.compile(r"^%%?rlm[ \t]+fork\b")
 
 
 class RLMKernel(IPythonKernel):
@@ -70,10 +71,13 @@ class RLMKernel(IPythonKernel):
             # trajectory; it comes back in this reply, on the shell channel, which drops nothing.
             return {**self.ok_reply(None), "rlm_sync": self.channel.sync_message()}
         m = _DRIVER_RE.match(stripped)
+        fork = _FORK_RE.match(stripped)
         hit = None if silent else self.registry.step_of(code)
-        if not silent and (stripped.startswith("%%rlm") or m or hit is not None):
+        if not silent and (stripped.startswith("%%rlm") or m or fork or hit is not None):
             try:
                 with self.driver.interrupts.routed(self.driver.stop_active):
+                    if fork:
+                        return await self._fork(code, cell_id)
                     if stripped.startswith("%%rlm"):
                         return await self._run_query(code, cell_id)
                     if m:
@@ -107,6 +111,20 @@ class RLMKernel(IPythonKernel):
         self._banner()
         try:
             outcome = await self.driver.start(query, opts, source=code, cell_id=cell_id)
+        except RLMError as exc:
+            return self._fail(type(exc).__name__, str(exc))
+        return self._finish(outcome)
+
+    async def _fork(self, code: str, cell_id: str | None) -> dict[str, Any]:
+        try:
+            opts, query = parse_fork_cell(code)
+        except OptionError as exc:
+            return self._fail("UsageError", str(exc))
+        if self.registry.active:
+            return self._fail("RLMBusy", f"run {self.registry.active} is in flight; stop it first")
+        self._banner()
+        try:
+            outcome = await self.driver.fork(opts, query, cell_id=cell_id)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
         return self._finish(outcome)

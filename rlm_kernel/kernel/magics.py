@@ -17,9 +17,9 @@ from IPython.display import Pretty, display
 from .. import cells
 from ..config import RLMConfig, parse_setting
 from ..errors import ConfigError, ModelCallError, ReplayMissError, RLMError
-from ..notebook import llm_cell_source
+from ..notebook import branch_title, llm_cell_source
 from ..states import CallState
-from ..trajectory import ContextInfo, SubCall, new_id, preview, sha256_text
+from ..trajectory import ContextInfo, Run, SubCall, new_id, preview, sha256_text
 from . import files
 from .driver import RunDriver
 from .options import OptionError, parse_line, parse_llm_cell
@@ -27,7 +27,7 @@ from .run_widget import subcalls_text
 
 __all__ = ["RLMMagics"]
 
-_DRIVERS = ("continue", "step", "replay", "resume")
+_DRIVERS = ("continue", "step", "replay", "resume", "fork")
 
 
 @magics_class
@@ -103,6 +103,9 @@ class RLMMagics(Magics):
           continue [--run ID]      resume a run (in a cell of its own)
           step [--run ID]          run one more step, then pause (in a cell of its own)
           replay PATH.ipynb        re-run a trajectory from its recorded responses (own cell)
+          fork --at K [--run ID] [--model M] ...   a branch of a run after step K (own cell)
+          compare [RUN_A] [RUN_B]  two runs side by side (default: the latest branch and its
+                                   parent)
         """
         if cell is not None:
             raise UsageError(
@@ -118,7 +121,7 @@ class RLMMagics(Magics):
         if handler is None:
             raise UsageError(
                 f"unknown %rlm subcommand {sub!r}; use one of: config, status, stop, export, load, "
-                "continue, step, replay"
+                "continue, step, replay, resume, fork, compare"
             )
         return handler(args)
 
@@ -157,19 +160,49 @@ class RLMMagics(Magics):
             display(Pretty("No runs yet. Start one with a %%rlm cell."))
             return
         lines = []
-        for rid in reg.roots:
+        for rid, depth in _branch_order(reg.roots, reg.runs):
             run = reg.runs[rid]
             st = cells.run_status(run, reg.runs)
+            pad = "  " * depth
+            head = f"{pad}└ " if depth else ""
             lines.append(
-                f"{rid}  {run.status!s:<8} step {st['step']}/{st['max_steps']}  sub-calls "
+                f"{head}{rid}  {run.status!s:<8} step {st['step']}/{st['max_steps']}  sub-calls "
                 f"{subcalls_text(st['subcalls'])}  tokens {st['tokens']:,}  "
                 f"${st['cost_usd']:.4f}  {st['elapsed_s']:.1f}s  {run.query[:60]!r}"
-                + (f"\n    {run.stop_reason}" if run.stop_reason else "")
+                + (f"\n{pad}    {branch_title(run)} · {run.model} / {run.sub_model}"
+                   if run.fork_of is not None else "")
+                + (f"\n{pad}    {run.stop_reason}" if run.stop_reason else "")
             )
         snap = self.driver.pool.ledger.snapshot()
         lines.append(f"session: {snap['total']['requests']} model requests, "
                      f"{snap['http_attempts']} HTTP attempts, {snap['cache_hits']} cache hits")
         display(Pretty("\n".join(lines)))
+
+    def _sub_compare(self, args: list[str]) -> Any:
+        """Two runs of this kernel side by side (ids or branch labels). One run: it and its
+        parent. None: the latest branch and its parent."""
+        from ..compare import CompareView, compare
+
+        reg = self.registry
+        if len(args) > 2:
+            raise UsageError("usage: %rlm compare [RUN_A] [RUN_B]")
+        picked = [_run_named(reg.runs, name) for name in args]
+        if len(picked) < 2:
+            branch = picked[0] if picked else next(
+                (reg.runs[r] for r in reversed(reg.roots) if reg.runs[r].fork_of is not None), None)
+            if branch is None or branch.fork_of is None:
+                raise UsageError(
+                    "%rlm compare needs two runs (%rlm compare RUN_A RUN_B), or a branch to set "
+                    "beside its parent; this kernel has " + ("no branch yet: make one with "
+                                                             "%rlm fork --at K --model M"
+                                                             if branch is None else
+                                                             f"{branch.run_id}, which is no branch"))
+            parent = reg.runs.get(branch.fork_of.run)
+            if parent is None:
+                raise UsageError(f"the parent {branch.fork_of.run} of {branch.run_id} is not in "
+                                 "this kernel; name both runs")
+            picked = [parent, branch]
+        display(CompareView(compare(picked[0], picked[1], reg.runs, reg.runs)))
 
     def _sub_stop(self, args: list[str]) -> None:
         stopped = self.driver.stop_paused()
@@ -200,6 +233,34 @@ class RLMMagics(Magics):
         self.registry.context_sources[var] = os.path.abspath(path)
         info = ContextInfo.describe(data)
         display(Pretty(f"{var} = {path}: {info.summary()}"))
+
+
+def _run_named(runs: dict[str, Run], name: str) -> Run:
+    """A root run by id or branch label, or a UsageError listing the runs there are."""
+    found = [r for r in runs.values() if r.depth == 0 and name in (r.run_id, r.branch)]
+    if not found:
+        known = ", ".join(r.run_id + (f" ({r.branch})" if r.branch else "")
+                          for r in runs.values() if r.depth == 0) or "none"
+        raise UsageError(f"no run {name!r} in this kernel; runs: {known}")
+    return found[-1]
+
+
+def _branch_order(roots: list[str], runs: dict[str, Run]) -> list[tuple[str, int]]:
+    """Root runs with each branch under its parent (run id, depth of branching), oldest first."""
+    kids: dict[str | None, list[str]] = {}
+    for rid in roots:
+        fork = runs[rid].fork_of
+        parent = fork.run if fork is not None and fork.run in roots else None
+        kids.setdefault(parent, []).append(rid)
+    out: list[tuple[str, int]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for rid in kids.get(parent, []):
+            out.append((rid, depth))
+            walk(rid, depth + 1)
+
+    walk(None, 0)
+    return out
 
 
 def _find_call(runs: dict[str, Any], call_id: str | None) -> SubCall | None:

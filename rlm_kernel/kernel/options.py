@@ -9,7 +9,7 @@ from typing import Any
 from ..config import add_setting_options, options_given
 from ..errors import ConfigError
 
-__all__ = ["OptionError", "parse_rlm_cell", "parse_llm_cell", "parse_line"]
+__all__ = ["OptionError", "parse_rlm_cell", "parse_fork_cell", "parse_llm_cell", "parse_line"]
 
 
 class OptionError(ValueError):
@@ -50,6 +50,47 @@ def parse_rlm_cell(code: str) -> tuple[dict[str, Any], str]:
     if not query:
         raise OptionError("the %%rlm cell needs a query: write it on the lines below %%rlm")
     return vars(args), query
+
+
+def _fork_parser() -> _Parser:
+    """``%rlm fork``'s options: where to fork, what to call the branch, and any per-run setting
+    to change from the parent's (``--model``, ``--sub-model``, ``--max-steps``...)."""
+    p = _Parser(prog="%rlm fork", add_help=False)
+    p.add_argument("--run", help="the run to fork (default: the latest)")
+    p.add_argument("--trust", action="store_true",
+                   help="with --from: fork a trajectory you did not write without being asked")
+    p.add_argument("--at", type=int, required=True,
+                   help="the parent's step to fork after (0: start afresh)")
+    p.add_argument("--query", help="another query for the branch (default: the parent's)")
+    p.add_argument("--label", help="the branch's name (default: what it changes, and where)")
+    p.add_argument("--from", dest="from", metavar="PATH.ipynb",
+                   help="read the parent from this notebook (default: this kernel's runs)")
+    p.add_argument("--step", action="store_true", help="stop after each proposed step")
+    add_setting_options(p, "per_run")
+    return p
+
+
+def parse_fork_cell(code: str) -> tuple[dict[str, Any], str | None]:
+    """``%rlm fork [options]`` or ``%%rlm fork [options]\n<query>`` -> (options, query or None).
+
+    The cell form's body is the branch's query (what an exported branch's query cell holds)."""
+    first, _, body = code.lstrip().partition("\n")
+    words = _split(first)
+    if words[1:2] != ["fork"]:
+        raise OptionError("a fork cell starts with %rlm fork (or %%rlm fork)")
+    args = _fork_parser().parse_args(words[2:])
+    try:
+        options_given(args)
+    except ConfigError as exc:
+        raise OptionError(f"%rlm fork: {exc}") from None
+    opts = vars(args)
+    if opts["at"] < 0:
+        raise OptionError("%rlm fork: --at is a step number (0 forks before the first step)")
+    query = body.strip() or None
+    if query is not None and opts.get("query"):
+        raise OptionError("%rlm fork: give the branch's query either with --query or as the cell's "
+                          "body, not both")
+    return opts, query or opts.get("query")
 
 
 def parse_llm_cell(line: str) -> dict[str, Any]:

@@ -34,6 +34,9 @@ class RunPlace:
     context: Any = None
     repl: Repl | None = None  # the REPL of its latest drive (a human's step re-run uses it)
     views: list[Any] = field(default_factory=list)  # observers of its latest drive
+    # A branch's inherited steps as recorded (its parent's, or its own in a file): the drive
+    # re-executes those it does not hold yet before going live.
+    inherited: list[Step] = field(default_factory=list)
 
 
 class RunRegistry:

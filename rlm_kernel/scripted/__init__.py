@@ -45,4 +45,6 @@ __all__ = [
 
 ROOT_MODEL, SUB_MODEL = DEFAULT_MODELS
 
-from . import rlms_policy  # noqa: E402,F401 - registers the reference runtime's (rlms) convention
+# Registered on import: the reference runtime's (rlms) convention, and scripted-stepwise (another
+# strategy for the same counting task, so a fork that changes the root model changes the run).
+from . import rlms_policy, stepwise_policy  # noqa: E402,F401,I001

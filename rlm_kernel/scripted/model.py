@@ -232,7 +232,7 @@ class ScriptedModel:
             if self.root_replies:
                 k = sum(role == "assistant" for role, _ in request.messages)
                 return True, "root_replies", self.root_replies[min(k, len(self.root_replies) - 1)]
-            name, content = policies.root_reply(request.messages)
+            name, content = policies.root_reply(request.messages, request.model)
             return True, name, content
         name, content = policies.sub_answer(policies.sub_prompt(request.messages))
         return False, name, content

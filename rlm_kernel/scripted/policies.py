@@ -11,8 +11,9 @@ Registry contract (keep it this simple):
 
 - ``register_root_policy(name, matches, reply)`` with ``matches(view: RootView) -> bool`` and
   ``reply(view: RootView) -> str``. ``view`` is the parsed root conversation (query, directives,
-  step number, earlier outputs); ``reply`` returns the whole assistant message: prose plus one
-  ```repl block, or a ``FINAL(...)`` / ``FINAL_VAR(name)`` line outside code.
+  step number, earlier outputs, the model name asked for); ``reply`` returns the whole assistant
+  message: prose plus one ```repl block, or a ``FINAL(...)`` / ``FINAL_VAR(name)`` line outside
+  code.
 - ``register_sub_policy(name, matches, answer)`` with ``matches(prompt: str) -> bool`` and
   ``answer(prompt: str) -> str``; ``prompt`` is the text of the sub-call's user message.
 - Order tried: policies registered by other modules, most recent first; then the built-ins
@@ -111,7 +112,8 @@ class RootView:
     """A root conversation as the policies see it.
 
     ``step`` is the number of the reply being written (assistant messages so far + 1);
-    ``outputs`` maps a step number to the (possibly truncated) output the engine fed back.
+    ``outputs`` maps a step number to the (possibly truncated) output the engine fed back;
+    ``model`` is the model name the request asked for (a policy may answer only for its own name).
     """
 
     messages: tuple[tuple[str, str], ...]
@@ -122,6 +124,7 @@ class RootView:
     step: int
     outputs: dict[int, str] = field(default_factory=dict)
     replies: tuple[str, ...] = ()
+    model: str = ""
 
     def marker(self, name: str) -> str | None:
         """The text after ``NAME:`` on the latest output line that starts with it, if any.
@@ -156,7 +159,7 @@ def is_root_request(messages: tuple[tuple[str, str], ...]) -> bool:
     return any(role in ("system", "developer") and ROOT_MARKER in text for role, text in messages)
 
 
-def parse_root(messages: tuple[tuple[str, str], ...]) -> RootView:
+def parse_root(messages: tuple[tuple[str, str], ...], model: str = "") -> RootView:
     """Read query, context summary, step number and earlier outputs out of a root conversation."""
     users = [text for role, text in messages if role == "user"]
     replies = tuple(text for role, text in messages if role == "assistant")
@@ -172,7 +175,7 @@ def parse_root(messages: tuple[tuple[str, str], ...]) -> RootView:
     return RootView(
         messages=messages, query=query, task=strip_directives(query),
         directives=parse_directives(query), context_info=info.group(1).strip() if info else "",
-        step=len(replies) + 1, outputs=outputs, replies=replies,
+        step=len(replies) + 1, outputs=outputs, replies=replies, model=model,
     )
 
 
@@ -232,9 +235,9 @@ def sub_policies() -> list[SubPolicy]:
     return [*_sub_extra, *_sub_builtin]
 
 
-def root_reply(messages: tuple[tuple[str, str], ...]) -> tuple[str, str]:
-    """``(policy name, assistant reply)`` for a root conversation."""
-    view = parse_root(messages)
+def root_reply(messages: tuple[tuple[str, str], ...], model: str = "") -> tuple[str, str]:
+    """``(policy name, assistant reply)`` for a root conversation sent to ``model``."""
+    view = parse_root(messages, model)
     for policy in root_policies():
         if policy.matches(view):
             return policy.name, policy.reply(view)

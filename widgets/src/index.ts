@@ -6,6 +6,7 @@ import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/applica
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import type { ControlAction } from './protocol';
+import { activateForks, ForkButtons } from './forks';
 import { attachToPanel, handles } from './panel';
 
 const COMMANDS: { id: string; label: string; action: ControlAction | 'run' }[] = [
@@ -23,8 +24,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
   requires: [INotebookTracker],
   optional: [ICommandPalette],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker, palette: ICommandPalette | null) => {
-    tracker.widgetAdded.connect((_, panel) => attachToPanel(panel));
+    tracker.widgetAdded.connect((_, panel) => {
+      attachToPanel(panel).bar.insertWidget(1, new ForkButtons(app));
+    });
     const current = () => (tracker.currentWidget ? handles.get(tracker.currentWidget) : undefined);
+    activateForks(app, tracker, palette, panel => !!handles.get(panel)?.connection.isRlm);
     for (const c of COMMANDS) {
       app.commands.addCommand(c.id, {
         label: c.label,

@@ -12,6 +12,8 @@ import { StatusLine } from './status';
 export interface IPanelHandle {
   connection: PanelConnection;
   runs: RunStore;
+  /** The run bar, for the extension's other modules' buttons (forks.ts). */
+  bar: Panel;
 }
 
 /** Each attached panel's handle, for the extension's commands. */
@@ -131,7 +133,7 @@ export function attachToPanel(panel: NotebookPanel): IPanelHandle {
     connection.dispose();
     bar.dispose();
   });
-  const handle = { connection, runs };
+  const handle = { connection, runs, bar };
   handles.set(panel, handle);
   return handle;
 }
