@@ -45,4 +45,5 @@ __all__ = [
 
 ROOT_MODEL, SUB_MODEL = DEFAULT_MODELS
 
+from . import image_policy  # noqa: E402,F401,I001 - registers the image task (number cards on pages)
 from . import rlms_policy  # noqa: E402,F401 - registers the reference runtime's (rlms) convention
