@@ -22,7 +22,7 @@ from typing import Any
 
 from .media import INSTALL_HINT, ImageData, find_images, load_image, require_pillow
 
-__all__ = ["Loaded", "load_pdf", "load_image_folder", "load_path", "DEFAULT_DPI",
+__all__ = ["Loaded", "load_pdf", "load_image_folder", "load_path", "load_source", "DEFAULT_DPI",
            "IMAGE_SUFFIXES"]
 
 #: Rendering resolution of PDF pages: 150 dpi makes an A4 page 1241x1754 pixels, enough for
@@ -37,7 +37,7 @@ class Loaded:
 
     context: Any
     kind: str  # "text" | "pdf" | "images" | "image"
-    source: str  # absolute path, recorded so replay can load the same file again
+    source: str  # absolute path (and "#dpi=N" if not the default), recorded for replay: load_source
     note: str = ""  # e.g. files a folder held that are not images
 
     def summary(self) -> str:
@@ -142,9 +142,17 @@ def load_path(path: str | os.PathLike[str], *, dpi: int = DEFAULT_DPI) -> Loaded
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"%PDF-") or path.lower().endswith(".pdf"):
-        return Loaded(load_pdf(path, dpi=dpi), "pdf", source)
+        suffix = f"#dpi={dpi}" if dpi != DEFAULT_DPI else ""
+        return Loaded(load_pdf(path, dpi=dpi), "pdf", source + suffix)
     if path.lower().endswith(IMAGE_SUFFIXES):
         image: ImageData = load_image(path)
         return Loaded(image, "image", source)
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         return Loaded(f.read(), "text", source)
+
+
+def load_source(source: str) -> Loaded:
+    """Load again what a recorded ``source`` (:attr:`Loaded.source`) names: replay's way back to
+    the same context (a PDF at the same resolution gives the same page images and hashes)."""
+    path, _, option = source.partition("#dpi=")
+    return load_path(path, dpi=int(option) if option.isdigit() else DEFAULT_DPI)

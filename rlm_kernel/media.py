@@ -33,16 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ImageData", "ImageInfo", "ImageSpot", "ImageSummary",
-    "DEFAULT_MAX_EDGE", "THUMBNAIL_EDGE", "MIME_BY_FORMAT", "INSTALL_HINT",
+    "THUMBNAIL_EDGE", "MIME_BY_FORMAT", "INSTALL_HINT",
     "require_pillow", "is_image", "sniff_mime", "load_image", "load_images", "fit", "thumbnail",
     "data_url", "decode_data_url", "image_part", "user_message", "key_message", "key_messages",
-    "message_images", "find_images", "describe_images", "image_tokens",
+    "message_images", "find_images", "describe_images", "images_in", "image_tokens",
+    "estimate_tokens",
 ]
 
-#: Longest side, in pixels, of an image as sent to a model (0: send as given). Large enough to
-#: keep a document page's text legible (1024 px is ~87 dpi on A4), small enough that twenty pages
-#: are a few megabytes of request, not tens.
-DEFAULT_MAX_EDGE = 1024
 #: Longest side of a notebook thumbnail: a strip of them stays a few kilobytes per image.
 THUMBNAIL_EDGE = 128
 #: Formats OpenAI-compatible vision endpoints accept as they are; anything else is sent as PNG.
@@ -283,8 +280,11 @@ def load_images(images: Any) -> list[ImageData]:
     return [load_image(x) for x in images]
 
 
-def fit(image: ImageData, max_edge: int = DEFAULT_MAX_EDGE) -> ImageData:
+def fit(image: ImageData, max_edge: int) -> ImageData:
     """The image with its longest side at most ``max_edge`` pixels (aspect kept; 0: unchanged).
+    ``max_edge`` is the ``image_max_edge`` setting where a run sends images (1024 by default:
+    a document page's text stays legible at ~87 dpi on A4, and twenty pages are a few megabytes
+    of request, not tens).
 
     Returned unchanged (same bytes, same hash) when it already fits, so fitting twice is free and
     a context's images keep their identity. JPEGs stay JPEG; other formats become PNG.
@@ -413,6 +413,32 @@ def image_tokens(width: int, height: int, detail: str | None = None) -> int:
     w, h = w * scale, h * scale
     tiles = -(-int(w) // 512) * -(-int(h) // 512)
     return 85 + 170 * max(1, tiles)
+
+
+#: What :func:`estimate_tokens` counts for an image whose size it does not read: a 1024x1024
+#: image at high detail by :func:`image_tokens`.
+_IMAGE_TOKENS_GUESS = 765
+
+
+def estimate_tokens(messages: Sequence[dict[str, Any]]) -> int:
+    """Prompt tokens of ``messages`` for rate limits: text at four characters a token, each image
+    part at :data:`_IMAGE_TOKENS_GUESS` (85 at low detail). Never counts base64 as text."""
+    chars = images = low = 0
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    ref = part.get("image_url")
+                    if isinstance(ref, dict) and ref.get("detail") == "low":
+                        low += 1
+                    else:
+                        images += 1
+                elif isinstance(part, dict):
+                    chars += len(str(part.get("text", "")))
+        else:
+            chars += len(str(content or ""))
+    return chars // 4 + images * _IMAGE_TOKENS_GUESS + low * 85
 
 
 # --------------------------------------------------------------------------------------------------
@@ -574,6 +600,27 @@ def find_images(context: Any, *, max_depth: int = 6, max_nodes: int = 1_000_000)
     if not summary.spots:  # a plain text context: its strings are not "text alongside images"
         summary.texts = summary.text_chars = 0
     return summary
+
+
+def images_in(context: Any, *, max_depth: int = 6) -> list[Any]:
+    """The images of ``context`` themselves (as :func:`find_images` finds them), in order: what a
+    sub-call is sent when ``rlm()`` at the depth limit becomes one ``llm()`` call."""
+    out: list[Any] = []
+
+    def walk(obj: Any, depth: int) -> None:
+        if isinstance(obj, str):
+            return
+        if _spot(obj, ()) is not None:
+            out.append(obj)
+        elif depth < max_depth and isinstance(obj, dict):
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif depth < max_depth and isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, depth + 1)
+
+    walk(context, 0)
+    return out
 
 
 def describe_images(context: Any, name: str = "context", max_lines: int = 12) -> str:

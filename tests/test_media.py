@@ -21,7 +21,7 @@ from PIL import Image
 from rlm_kernel import loaders, media
 from rlm_kernel.lm.cache import cache_key
 from rlm_kernel.media import ImageData
-from rlm_kernel.scripted.number_cards import (
+from rlm_kernel.tasks.number_cards import (
     make_card,
     read_card,
     write_number_folder,

@@ -1,6 +1,6 @@
 """The scripted model's image path: multimodal messages over real HTTP, through the real openai client.
 
-The server (``VisionScriptedModel`` behind ``ScriptedServer`` on 127.0.0.1) checks every
+The server (``ScriptedServer`` on 127.0.0.1) checks every
 ``image_url`` part the way an OpenAI endpoint does and reads number cards out of the pixels; the
 root policy's code is run in a plain namespace whose ``llm_batch`` sends each ``(text, images)``
 prompt as a multimodal message over the same HTTP connection.
@@ -20,10 +20,9 @@ from PIL import Image
 
 from rlm_kernel import media
 from rlm_kernel.prompts import first_user_message, step_feedback, system_prompt
-from rlm_kernel.scripted import NOT_AN_LLM, ScriptedServer, policies
+from rlm_kernel.scripted import NOT_AN_LLM, ScriptedModel, ScriptedServer, policies
 from rlm_kernel.scripted.image_policy import IMAGE_FALLBACK_ANSWER, IMAGE_PROMPT, parse_sum_query
-from rlm_kernel.scripted.number_cards import make_card, read_card
-from rlm_kernel.scripted.vision_model import VisionScriptedModel
+from rlm_kernel.tasks.number_cards import make_card, read_card
 from rlm_kernel.trajectory import ContextInfo
 
 FENCE_RE = re.compile(r"```(?:repl|python)\n(.*?)```", re.S)
@@ -31,7 +30,7 @@ FENCE_RE = re.compile(r"```(?:repl|python)\n(.*?)```", re.S)
 
 @pytest.fixture
 def server():
-    srv = ScriptedServer(VisionScriptedModel())
+    srv = ScriptedServer(ScriptedModel())
     srv.start()
     yield srv
     srv.stop()
@@ -63,7 +62,7 @@ def test_a_sub_call_with_card_images_is_answered_with_their_numbers_in_order(ser
     cards = [make_card(n) for n in (417, 12, 65535)]
     assert ask(client, IMAGE_PROMPT, cards) == "417, 12, 65535"
     sent = [media.load_image(c) for c in cards]
-    assert [r[:4] for r in server.model.received] == [
+    assert [r[:4] for r in server.model.received_images] == [
         (s.sha256, s.width, s.height, "image/png") for s in sent]
     assert server.model.stats.snapshot()["by_policy"] == {"number_cards": 1}
 

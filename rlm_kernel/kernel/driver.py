@@ -20,6 +20,7 @@ from ..budgets import Budget
 from ..config import RLMConfig
 from ..engine import Controller, Engine
 from ..errors import ConfigError, RLMError
+from ..image_store import ImageStore
 from ..lm import LMClient
 from ..notebook import (
     MARKER_RE,
@@ -75,13 +76,14 @@ class RunDriver:
         self.executor = ShellExecutor(shell)
         self.interrupts = InterruptRouter(lambda: self.executor.blocking)
         self.prompts = PromptStore(lambda: self.config.keep_prompt_chars)
+        self.images = ImageStore(lambda: self.config.keep_image_bytes)
         self.controller: Controller | None = None
         session_run = Run(run_id="session", query="(cells typed by a human)", depth=0)
         self.session_repl = Repl(
             shell.user_ns, context=shell.user_ns.get("context"),
             client=cast(LMClient, _LazyClient(self)),  # built on first use, not at kernel start
             config=config, run=session_run, budget=Budget(config, pool.ledger),
-            prompt_store=self.prompts,
+            prompt_store=self.prompts, image_store=self.images,
         )
 
     # -- the human's hands ----------------------------------------------------------------------
@@ -266,7 +268,7 @@ class RunDriver:
         emitter.start()
         engine = Engine(client=client, config=cfg, run=run, executor=self.executor,
                         context=place.context, observer=Observers(*views), controller=controller,
-                        runs=reg.runs, prompt_store=self.prompts)
+                        runs=reg.runs, prompt_store=self.prompts, image_store=self.images)
         place.repl = engine.repl
         task = self.interrupts.task = asyncio.ensure_future(engine.arun())
 

@@ -1,6 +1,6 @@
 """The scripted model's image task: sum the numbers on page images, with per-prompt image sub-calls.
 
-Not an LLM, and no vision: the sub policy reads *number cards* (:mod:`.number_cards`, whose
+Not an LLM, and no vision: the sub policy reads *number cards* (:mod:`rlm_kernel.tasks.number_cards`, whose
 docstring states the decoding rule) out of the images a sub-call carries, and answers the numbers
 it finds, in order, separated by commas (``NONE`` for an image that holds no card). Anything else
 about an image it cannot say, and it says so.
@@ -18,7 +18,7 @@ import re
 import textwrap
 from collections.abc import Sequence
 
-from .number_cards import read_card
+from ..tasks.number_cards import read_card
 from .policies import MAX_ATTEMPTS, RootView, _final_code, _repl, register_root_policy
 from .vision import WireImage
 
@@ -32,7 +32,7 @@ IMAGE_PROMPT = ("Read the number printed on each of these page images, in order.
 IMAGE_FALLBACK_ANSWER = (
     "I am the rlm-kernel scripted demonstration model, not an LLM, and I cannot see images: the "
     "only thing I read in one is a number card (a pattern of black bars the project generates; "
-    "see rlm_kernel.scripted.number_cards), and these images hold none. Set OPENAI_API_KEY (and "
+    "see rlm_kernel.tasks.number_cards), and these images hold none. Set OPENAI_API_KEY (and "
     "OPENAI_BASE_URL) and choose a vision model with --sub-model to describe real images."
 )
 

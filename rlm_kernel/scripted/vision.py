@@ -20,17 +20,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..media import INSTALL_HINT, decode_data_url, image_tokens
-from .wire import WireError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["WireImage", "split_images", "ACCEPTED_MIMES", "DETAILS"]
+__all__ = ["WireImage", "ImagePartError", "split_images", "ACCEPTED_MIMES", "DETAILS"]
 
 ACCEPTED_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 DETAILS = ("auto", "low", "high")
 _PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF",
                 "image/webp": "WEBP"}
+
+
+class ImagePartError(Exception):
+    """An image part a real endpoint would refuse; the wire layer turns it into its error body."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = "invalid_image_url", type: str = "invalid_request_error"
+                 ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = (
+            status, message, param, code, type)
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,8 @@ class WireImage:
         return img
 
 
-def _bad(message: str, param: str, code: str = "invalid_image_url") -> WireError:
-    return WireError(400, message, param=param, code=code)
+def _bad(message: str, param: str, code: str = "invalid_image_url") -> ImagePartError:
+    return ImagePartError(400, message, param=param, code=code)
 
 
 def _read_part(part: dict[str, Any], i: int, j: int, role: str) -> WireImage:
@@ -94,8 +104,8 @@ def _read_part(part: dict[str, Any], i: int, j: int, role: str) -> WireImage:
     try:
         from PIL import Image
     except ImportError:
-        raise WireError(500, f"the scripted model needs Pillow to read images: {INSTALL_HINT}",
-                        type="server_error", code="scripted_needs_pillow") from None
+        raise ImagePartError(500, f"the scripted model needs Pillow to read images: {INSTALL_HINT}",
+                             type="server_error", code="scripted_needs_pillow") from None
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
@@ -113,7 +123,7 @@ def split_images(messages: Any) -> tuple[Any, list[WireImage]]:
 
     Messages without images come back unchanged (the same list), so a text-only request costs one
     scan. Text parts are kept in place; a message that held only images keeps an empty text part.
-    Raises :class:`WireError` (400) for any image part a real endpoint would refuse.
+    Raises :class:`ImagePartError` (400) for any image part a real endpoint would refuse.
     """
     if not isinstance(messages, list) or not any(
             isinstance(m, dict) and isinstance(m.get("content"), list)
