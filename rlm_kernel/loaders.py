@@ -57,7 +57,7 @@ class Loaded:
 
 def _pdfium() -> Any:
     try:
-        import pypdfium2  # type: ignore[import-untyped]
+        import pypdfium2
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError(f"loading a PDF needs pypdfium2, which is not installed: {INSTALL_HINT}"
                           ) from exc
