@@ -272,6 +272,10 @@ def load_images(images: Any) -> list[ImageData]:
     """A list of images from one image or an iterable of them (None: no images)."""
     if images is None:
         return []
+    if isinstance(images, dict):
+        keys = ", ".join(repr(k) for k in list(images)[:5])
+        raise TypeError(f"images takes an image or a list of images, not a dict (keys {keys}); "
+                        "pass the image itself, e.g. item['image']")
     if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, ImageData)) \
             or is_image(images) or hasattr(images, "__array_interface__"):
         return [load_image(images)]

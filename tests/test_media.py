@@ -123,6 +123,16 @@ def test_load_images_takes_one_image_or_many():
     assert len(media.load_images(card)) == 1
     assert len(media.load_images(png_bytes(card))) == 1
     assert len(media.load_images([card, png_bytes(card), media.load_image(card)])) == 3
+    with pytest.raises(TypeError, match=r"not a dict \(keys 'page', 'image'\); pass the image"):
+        media.load_images({"page": 1, "image": card})
+
+
+def test_the_token_estimate_counts_images_as_images_not_as_base64():
+    big = media.load_image(Image.new("RGB", (900, 900), "white"))
+    text = "x" * 400
+    assert media.estimate_tokens([media.user_message(text)]) == 100
+    assert media.estimate_tokens([media.user_message(text, [big, big])]) == 100 + 2 * 765
+    assert media.estimate_tokens([media.user_message(text, [big], detail="low")]) == 100 + 85
 
 
 def test_image_repr_is_deterministic_and_shows_no_address():
