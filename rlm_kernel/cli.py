@@ -26,7 +26,8 @@ __all__ = ["main"]
 
 def _run_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run a query over a context file in a headless rlm kernel")
-    p.add_argument("--context", help="file whose text is the context")
+    p.add_argument("--context", help="the context: a text file, a PDF (page images and text), "
+                                     "an image, or a folder of images")
     p.add_argument("--query", help="the question")
     p.add_argument("--resume", metavar="PATH.ipynb",
                    help="resume a trajectory: recorded calls are reused, the rest runs live")
@@ -163,7 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _headless(values, cells, output, initial=[dict(c) for c in original.cells])
     if not args.context or args.query is None:
         return _fail("run needs --context FILE and --query TEXT (or --resume PATH.ipynb)", 2)
-    if not os.path.isfile(args.context):
+    if not os.path.exists(args.context):
         return _fail(f"no context file {args.context!r}", 2)
     if not args.query.strip():
         return _fail("the query is empty; pass --query 'your question'", 2)

@@ -188,6 +188,16 @@ class RLMConfig(Configurable):
         64_000_000, min=0,
         help="Full sub-call prompts kept in memory this session, newest first (for an unedited "
              "%%llm --call cell to re-send one exactly); 0 keeps none."), replay=False)
+    image_max_edge = _run(Integer(
+        1024, min=0, help="Longest side, in pixels, of an image sent to a sub-model: larger ones "
+                          "are sized down first (0: sent as given)."))
+    image_detail = _setting(Unicode(
+        "", help="The image_url 'detail' of sub-call images: auto, low or high (empty: not sent, "
+                 "the endpoint's default)."), cli=True)
+    keep_image_bytes = _setting(Integer(
+        128_000_000, min=0,
+        help="Bytes of sub-call images kept in memory this session, newest first (for a %%llm "
+             "--call cell to re-send them); 0 keeps none."), replay=False)
     subcalls_enabled = _setting(Bool(
         True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call "
                    "ablation."))
@@ -231,6 +241,13 @@ class RLMConfig(Configurable):
         if userinfo:  # a key given as https://user:key@host/v1 is a secret too
             remember_secret(userinfo.partition(":")[2] or userinfo)
         return url
+
+    @validate("image_detail")
+    def _check_image_detail(self, proposal: dict[str, Any]) -> str:
+        detail = proposal["value"].strip().lower()
+        if detail not in ("", "auto", "low", "high"):
+            raise ConfigError(f"image_detail must be auto, low or high (or empty), not {detail!r}")
+        return detail
 
     @validate("prices")
     def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .budgets import Budget
 from .config import RLMConfig, redact, redact_json
 from .errors import BudgetExceeded, ModelCallError, ReplayMissError, RLMError, RunStopped
 from .executor import Executor, InProcessExecutor
+from .image_store import ImageStore
 from .lm import LMClient
 from .observer import RunObserver
 from .outputs import outputs_to_text, sanitize_outputs, truncate
@@ -72,7 +73,8 @@ def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
     """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(run.context, config.sub_window,
-                                                    config.subcalls_enabled)},
+                                                    config.subcalls_enabled,
+                                                    config.image_max_edge)},
         {"role": "user", "content": first_user_message(run.query, run.context, config.max_steps)},
     ]
     for step in run.steps:
@@ -105,6 +107,7 @@ class Engine:
         prompt_store: PromptStore | None = None,
         recorded: Sequence[Step] = (),
         recorded_only: bool = False,
+        image_store: ImageStore | None = None,
     ) -> None:
         """``recorded``: steps (as recorded) to re-execute before asking the model anything, a
         fork's inherited steps: each is proposed from its record, not by a model call, run as
@@ -122,10 +125,11 @@ class Engine:
         self.runs = runs if runs is not None else {}
         self.runs[run.run_id] = run
         self.prompt_store = prompt_store
+        self.image_store = image_store
         self.repl = Repl(
             executor.namespace, context=context, client=client, config=config, run=run,
             budget=self.budget, observer=self.observer, child_runner=self._run_child,
-            prompt_store=prompt_store,
+            prompt_store=prompt_store, image_store=image_store,
         )
         self.messages = build_history(run, config)
         self._recorded = deque(recorded)
@@ -331,6 +335,7 @@ class Engine:
             client=self.client, config=self.config, run=child, executor=InProcessExecutor(),
             context=context, budget=self.budget, observer=self.observer,
             controller=Controller(), runs=self.runs, prompt_store=self.prompt_store,
+            image_store=self.repl.images,
         )
         done: concurrent.futures.Future[Run] = concurrent.futures.Future()
 

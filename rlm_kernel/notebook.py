@@ -190,11 +190,18 @@ def llm_cell_source(call: SubCall, prompt: str | None = None) -> str:
 
 
 def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
-    """A sub-call as an editable ``%%llm`` cell, collapsed; response kept whole as its output."""
+    """A sub-call as an editable ``%%llm`` cell, collapsed; response kept whole as its output.
+
+    Its images appear as thumbnails among the outputs (:func:`llm_outputs`); the metadata keeps
+    their sizes and hashes only, so each thumbnail is in the file once.
+    """
     rec = call.to_dict()
     rec.pop("response")
     rec.pop("prompt")
     rec["prompt_truncated"] = call.prompt is None
+    if call.images:
+        rec["images"] = [{k: v for k, v in im.items() if k not in _THUMB_KEYS}
+                         for im in call.images]
     meta = _meta("llm", run, call=rec, step=call.step, batch_id=call.batch_id)
     meta["jupyter"] = dict(_COLLAPSED)
     cell = new_code_cell(llm_cell_source(call), metadata=meta)
@@ -203,14 +210,35 @@ def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
     return cell
 
 
+_THUMB_KEYS = ("thumb", "thumb_mime")
+
+
+def image_outputs(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sub-call's images as display outputs: a thumbnail each, labelled with what was sent
+    (its position, size, type, bytes and hash); ``metadata.rlm.image`` names it by hash."""
+    outs = []
+    for k, im in enumerate(images, start=1):
+        label = (f"image {k} of {len(images)}: {im.get('width')}x{im.get('height')} "
+                 f"{str(im.get('mime', '')).split('/')[-1].upper()}, {im.get('bytes', 0):,} bytes, "
+                 f"sha256:{str(im.get('sha256', ''))[:16]}")
+        data: dict[str, Any] = {"text/plain": label}
+        if im.get("thumb"):
+            data[im.get("thumb_mime") or "image/jpeg"] = im["thumb"]
+        outs.append({"output_type": "display_data", "data": data,
+                     "metadata": {"rlm": {"image": im.get("sha256", "")}}})
+    return outs
+
+
 def llm_outputs(call: SubCall) -> list[dict[str, Any]]:
+    """What was sent (image thumbnails), then the response or the error."""
+    outs = image_outputs(call.images)
     if call.status == CallState.OK and call.response is not None:
-        return [{"output_type": "execute_result", "data": {"text/plain": call.response},
-                 "metadata": {}, "execution_count": None}]
+        return [*outs, {"output_type": "execute_result", "data": {"text/plain": call.response},
+                        "metadata": {}, "execution_count": None}]
     if call.status in (CallState.ERROR, CallState.CANCELLED):
-        return [{"output_type": "stream", "name": "stderr",
-                 "text": f"[{call.status}] {call.error or ''}\n"}]
-    return []
+        return [*outs, {"output_type": "stream", "name": "stderr",
+                        "text": f"[{call.status}] {call.error or ''}\n"}]
+    return outs
 
 
 def answer_preview(answer: str | None) -> tuple[str | None, bool]:
@@ -358,6 +386,18 @@ def _text_of(outputs: list[Any]) -> str | None:
     return None
 
 
+def _with_thumbs(images: list[dict[str, Any]], outputs: list[Any]) -> list[dict[str, Any]]:
+    """Image records with their thumbnails put back from the cell's display outputs."""
+    thumbs = {}
+    for out in outputs:
+        sha = (out.get("metadata") or {}).get("rlm", {}).get("image")
+        for mime, data in (out.get("data") or {}).items():
+            if sha and mime.startswith("image/"):
+                thumbs[sha] = (mime, "".join(data) if isinstance(data, list) else data)
+    return [{**im, "thumb_mime": thumbs[im["sha256"]][0], "thumb": thumbs[im["sha256"]][1]}
+            if im.get("sha256") in thumbs else dict(im) for im in images]
+
+
 def runs_from_notebook(nb: Any) -> dict[str, Run]:
     """Rebuild the Run records a notebook holds (for replay, resume and ``%rlm continue``)."""
     runs: dict[str, Run] = {}
@@ -390,6 +430,7 @@ def runs_from_notebook(nb: Any) -> dict[str, Run]:
         elif kind == "llm" and "call" in meta:
             call = SubCall.from_dict(meta["call"])
             call.response = _text_of(cell.get("outputs", []))
+            call.images = _with_thumbs(call.images, cell.get("outputs", []))
             run.subcalls[call.call_id] = call
         elif kind == "final":
             run.answer = meta.get("answer")

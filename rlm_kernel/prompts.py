@@ -12,6 +12,7 @@ from .trajectory import ContextInfo
 __all__ = [
     "SYSTEM_PROMPT",
     "SUBCALLS_DISABLED_NOTE",
+    "IMAGES_NOTE",
     "first_user_message",
     "step_feedback",
     "nudge_message",
@@ -55,16 +56,35 @@ SUBCALLS_DISABLED_NOTE = (
 )
 
 
+IMAGES_NOTE = """
+The context holds images (<context_info> says how many, where and how big). A sub-model sees an \
+image only when you pass it: `llm(prompt, images=[img, ...])` sends the images with the prompt \
+({image_size}). In `llm_batch`, a prompt with images is a `(prompt, [img, ...])` pair or a \
+`{{"prompt": ..., "images": [...]}}` dict, so each call gets its own images. An image has `.width`, \
+`.height` and `.to_pil()` (a PIL image you may crop, rotate or enlarge and pass on); printing one \
+shows its size and hash, never its pixels: look at images through sub-calls.
+"""
+
+
 def system_prompt(context: ContextInfo, sub_window: int = 100_000,
-                  subcalls_enabled: bool = True) -> str:
-    """The system prompt for one run: it names the context's type and size, never its content."""
+                  subcalls_enabled: bool = True, image_max_edge: int = 0) -> str:
+    """The system prompt for one run: it names the context's type and size, never its content.
+
+    Only a context that holds images adds :data:`IMAGES_NOTE`: a text context's prompt stays
+    byte-identical, so recorded runs replay and a provider's prefix cache keeps hitting.
+    """
     text = SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window)
+    if context.images and subcalls_enabled:
+        size = (f"each sized down to at most {image_max_edge} pixels a side first"
+                if image_max_edge > 0 else "as they are, not sized down")
+        text += IMAGES_NOTE.format(image_size=size)
     return text if subcalls_enabled else text + SUBCALLS_DISABLED_NOTE
 
 
 def first_user_message(query: str, context: ContextInfo, max_steps: int) -> str:
+    info = context.summary() + (f"\n{context.images}" if context.images else "")
     return (
-        f"<context_info>\n{context.summary()}\n</context_info>\n"
+        f"<context_info>\n{info}\n</context_info>\n"
         f"<query>\n{query}\n</query>\n"
         f"You have at most {max_steps} steps. Start by looking at the context with a ```repl block."
     )

@@ -8,6 +8,12 @@
 answers come back in prompt order. If some calls fail after the client's retries, the others still
 complete and are cached, and ``LLMBatchError`` is raised with ``.results`` (None where a call failed)
 and ``.errors``; re-running the batch pays only for the failures.
+
+Images: ``llm(prompt, images=[...])``, and in ``llm_batch`` a prompt with images is a
+``(text, images)`` pair or a ``{"prompt": text, "images": [...]}`` dict (:mod:`.subprompt`). Each
+image is sized down to ``image_max_edge`` and sent as an ``image_url`` part; the cache key and the
+record hold its hash, size and a thumbnail, and the session's :class:`ImageStore` keeps what was
+sent so a ``%%llm --call`` cell can send it again.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from typing import Any
 from .budgets import Budget
 from .config import RLMConfig, redact
 from .errors import BudgetExceeded, LLMBatchError, ModelCallError, ReplayMissError, RunStopped
+from .image_store import ImageStore
 from .lm import Completion, LMClient
+from .media import images_in
 from .observer import RunObserver
 from .outputs import clean_text
 from .prompt_store import PromptStore
 from .prompts import final_var_missing_message
 from .states import CallState
+from .subprompt import SubPrompt, as_subprompt
 from .trajectory import Run, SubCall, new_id, preview, sha256_text
 
 __all__ = ["Repl", "PROTECTED_NAMES"]
@@ -64,6 +73,7 @@ class Repl:
         observer: RunObserver | None = None,
         child_runner: ChildRunner | None = None,
         prompt_store: PromptStore | None = None,
+        image_store: ImageStore | None = None,
     ) -> None:
         self.ns = namespace
         self.client = client
@@ -75,6 +85,8 @@ class Repl:
         self.child_runner = child_runner
         self.prompts = (prompt_store if prompt_store is not None
                         else PromptStore(lambda: config.keep_prompt_chars))
+        self.images = (image_store if image_store is not None
+                       else ImageStore(lambda: config.keep_image_bytes))
         self.final: str | None = None
         self.current_step: int | None = None
         # Calls are made only while the run (or a human's re-run of one of its steps) is going:
@@ -154,8 +166,16 @@ class Repl:
             self._seq[key] = self._seq.get(key, 0) + 1
             return f"{self.run.run_id}-s{self.current_step}{kind}{self._seq[key]}"
 
-    def _new_call(self, prompt: str, model: str, batch_id: str | None = None,
+    def _subprompt(self, item: Any, images: Any = None, where: str = "the prompt") -> SubPrompt:
+        return as_subprompt(item, images, store=self.images, max_edge=self.config.image_max_edge,
+                            where=where)
+
+    def _message(self, sp: SubPrompt) -> list[dict[str, Any]]:
+        return [sp.message(self.config.image_detail)]
+
+    def _new_call(self, sp: SubPrompt, model: str, batch_id: str | None = None,
                   index: int | None = None) -> SubCall:
+        prompt = sp.text
         call = SubCall(
             call_id=self.next_id("c"), model=model, depth=self.depth + 1, run_id=self.run.run_id,
             step=self.current_step, batch_id=batch_id, batch_index=index,
@@ -163,7 +183,9 @@ class Repl:
             prompt_preview=redact(preview(prompt, 400)), prompt_chars=len(prompt),
             prompt_sha256=sha256_text(prompt), status=CallState.QUEUED,
         )
-        call.cache_key = self.client.key_for(_messages(prompt), model)
+        call.cache_key = self.client.key_for([sp.key_message(self.config.image_detail)], model)
+        if sp.images:
+            call.images = sp.records(self.images)
         self.prompts[call.call_id] = prompt
         with self._lock:
             self.run.subcalls[call.call_id] = call
@@ -183,16 +205,17 @@ class Repl:
             call.error = redact(str(result) or type(result).__name__)
         self.observer.subcall_finished(self.run, call)
 
-    def llm(self, prompt: Any, *, model: str | None = None) -> str:
-        """Ask a sub-model; blocks this cell only (the kernel keeps serving its channels)."""
-        text = _as_prompt(prompt)
+    def llm(self, prompt: Any, *, images: Any = None, model: str | None = None) -> str:
+        """Ask a sub-model, with ``images`` (PIL images, image bytes, paths...) if given; blocks
+        this cell only (the kernel keeps serving its channels)."""
+        sp = self._subprompt(prompt, images)
         self._check_budgets(1)
         model = model or self.config.subcall_model
-        call = self._new_call(text, model)
+        call = self._new_call(sp, model)
         self.observer.subcall_started(self.run, call)
         try:
             result = self.client.loop.run(self.client.acomplete(
-                _messages(text), model=model, depth=self.depth + 1, key=call.cache_key,
+                self._message(sp), model=model, depth=self.depth + 1, key=call.cache_key,
                 precheck=functools.partial(self._sending, call)))
         except (ModelCallError, ReplayMissError, RunStopped) as exc:
             self._finish(call, exc)
@@ -208,19 +231,21 @@ class Repl:
 
         A list (or any sized collection) is sent whole. A generator (any iterator) is consumed
         lazily: the next prompt is built only when one of ``concurrency`` slots frees, so a batch
-        over a huge context never holds more than that many prompts at a time.
+        over a huge context never holds more than that many prompts at a time (and, with images,
+        that many prompts' images: give a generator when the images add up to a lot).
+        A prompt is a string, a ``(text, images)`` pair or a ``{"prompt", "images"}`` dict.
         """
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
             raise TypeError("llm_batch expects a list of prompts; for one prompt use llm(prompt)")
         if not isinstance(prompts, Sized):
             return self._answers(self._stream(iter(prompts), model or self.config.subcall_model))
-        texts = [_as_prompt(p) for p in prompts]
-        if not texts:
+        sps = [self._subprompt(p, where=f"llm_batch prompt {i}") for i, p in enumerate(prompts)]
+        if not sps:
             return []
-        self._check_budgets(len(texts))
+        self._check_budgets(len(sps))
         model = model or self.config.subcall_model
         batch_id = self.next_id("b")
-        calls = [self._new_call(t, model, batch_id, i) for i, t in enumerate(texts)]
+        calls = [self._new_call(sp, model, batch_id, i) for i, sp in enumerate(sps)]
 
         def done(i: int, result: Completion | BaseException) -> None:
             self._finish(calls[i], result)
@@ -228,7 +253,7 @@ class Repl:
         # Requests leave first; the cells are announced while they are in flight (a call may
         # even finish before its cell is announced: observers must take either order).
         fut = self.client.loop.submit(self.client.acomplete_many(
-            [_messages(t) for t in texts], model=model, depth=self.depth + 1, on_done=done,
+            [self._message(sp) for sp in sps], model=model, depth=self.depth + 1, on_done=done,
             keys=[c.cache_key for c in calls], precheck=lambda i: self._sending(calls[i]),
         ))
         try:
@@ -265,7 +290,7 @@ class Repl:
                 for index in itertools.count():
                     self._take(slots)  # before building the prompt: at most `slots` exist
                     try:
-                        text = _as_prompt(next(prompts))
+                        sp = self._subprompt(next(prompts), where=f"llm_batch prompt {index}")
                         self._check_budgets(1)
                     except StopIteration:
                         slots.release()
@@ -274,11 +299,11 @@ class Repl:
                         slots.release()
                         raise
                     batch_id = batch_id or self.next_id("b")
-                    call = self._new_call(text, model, batch_id, index)
+                    call = self._new_call(sp, model, batch_id, index)
                     fut = self.client.loop.submit(self.client.acomplete(
-                        _messages(text), model=model, depth=self.depth + 1, key=call.cache_key,
+                        self._message(sp), model=model, depth=self.depth + 1, key=call.cache_key,
                         precheck=functools.partial(self._sending, call)))
-                    del text
+                    del sp
                     futures.append(fut)
                     self.observer.subcall_started(self.run, call)
                     fut.add_done_callback(functools.partial(settle, call))
@@ -323,11 +348,12 @@ class Repl:
 
     # -- recursion -----------------------------------------------------------------------------
     def rlm(self, query: str, context: Any = None) -> str:
-        """A sub-RLM over ``context`` at depth+1; at the depth limit, a plain ``llm`` call."""
+        """A sub-RLM over ``context`` at depth+1; at the depth limit, a plain ``llm`` call (sent
+        the context's images too, since its text shows only their sizes and hashes)."""
         self._check_enabled()
         if self.depth + 1 > self.config.max_depth or self.child_runner is None:
             prompt = query if context is None else f"{query}\n\n{context}"
-            return self.llm(prompt)
+            return self.llm(prompt, images=images_in(context) or None)
         self.budget.check_all()
         return self.child_runner(str(query), context, self.depth + 1)
 
@@ -380,24 +406,12 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def _as_prompt(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, bytes):
-        return prompt.decode("utf-8", "replace")
-    return str(prompt)
-
-
 def _outcome(fut: concurrent.futures.Future[Completion]) -> Completion | BaseException:
     """A finished call's result, or the exception it ended with (cancelled: stopped)."""
     if fut.cancelled():
         return RunStopped("interrupted")
     exc = fut.exception()
     return exc if exc is not None else fut.result()
-
-
-def _messages(prompt: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": prompt}]
 
 
 def answer_text(value: Any) -> str:

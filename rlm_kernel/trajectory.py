@@ -13,6 +13,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .media import find_images
 from .states import CallState, RunState, StepState, advance
 
 __all__ = ["Usage", "ContextInfo", "SubCall", "Step", "ForkOf", "Run", "new_id", "sha256_text",
@@ -90,9 +91,17 @@ class ContextInfo:
     source: str = ""  # a file path or "variable:<name>", so replay can reload it
     preview: str = ""
     parts: int | None = None  # for list/dict contexts: number of items
+    images: str = ""  # how many images, where and how big (media.find_images); never pixels
 
     @classmethod
     def describe(cls, context: Any, source: str = "") -> ContextInfo:
+        info = cls._describe(context, source)
+        if not isinstance(context, str):
+            info.images = find_images(context).text()
+        return info
+
+    @classmethod
+    def _describe(cls, context: Any, source: str) -> ContextInfo:
         if context is None:
             return cls(type="NoneType", length=0, source=source)
         if isinstance(context, str):
@@ -167,6 +176,9 @@ class SubCall:
     cached: bool = False
     edited: bool = False
     stale: bool = False  # its step was made stale by an edit of an earlier step
+    #: The images sent with the prompt, in order: ImageInfo fields (sha256, mime, width, height,
+    #: bytes) and a thumbnail ("thumb": base64, "thumb_mime"); never the images themselves.
+    images: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.status = _call_state(self.status)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rlm_kernel"
 #: docs/architecture.md, "Layers": top-level module or subpackage of rlm_kernel -> its layer.
 LAYERS = {
     **dict.fromkeys(["errors", "states", "trajectory", "outputs", "parsing", "prompt_store",
-                     "kernelspec", "tasks"], 0),
+                     "kernelspec", "tasks", "media", "image_store", "subprompt", "loaders"], 0),
     **dict.fromkeys(["config", "prompts", "cells", "notebook", "observer", "trust", "forking",
                      "compare"], 1),
     "lm": 2,

@@ -21,6 +21,7 @@ from ..config import RLMConfig, redact_json, setting_flags
 from ..engine import Controller, Engine
 from ..errors import ConfigError, RLMError
 from ..forking import default_label, fork_of, fork_point, segments
+from ..image_store import ImageStore
 from ..lm import LMClient
 from ..notebook import (
     MARKER_RE,
@@ -78,13 +79,14 @@ class RunDriver:
         self.executor = ShellExecutor(shell)
         self.interrupts = InterruptRouter(lambda: self.executor.blocking)
         self.prompts = PromptStore(lambda: self.config.keep_prompt_chars)
+        self.images = ImageStore(lambda: self.config.keep_image_bytes)
         self.controller: Controller | None = None
         session_run = Run(run_id="session", query="(cells typed by a human)", depth=0)
         self.session_repl = Repl(
             shell.user_ns, context=shell.user_ns.get("context"),
             client=cast(LMClient, _LazyClient(self)),  # built on first use, not at kernel start
             config=config, run=session_run, budget=Budget(config, pool.ledger),
-            prompt_store=self.prompts,
+            prompt_store=self.prompts, image_store=self.images,
         )
 
     # -- the human's hands ----------------------------------------------------------------------
@@ -386,7 +388,8 @@ class RunDriver:
             engine = Engine(client=client, config=leg.config, run=run, executor=self.executor,
                             context=place.context, observer=observer, controller=controller,
                             runs=self.registry.runs, prompt_store=self.prompts,
-                            recorded=leg.recorded, recorded_only=leg is not legs[-1])
+                            image_store=self.images, recorded=leg.recorded,
+                            recorded_only=leg is not legs[-1])
             place.repl = engine.repl
             await engine.arun()
             if run.status != RunState.RUNNING:

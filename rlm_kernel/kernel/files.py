@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import trust
 from ..errors import RLMError
+from ..loaders import load_source
 from ..notebook import query_cell_ids, runs_from_notebook, to_notebook, write_notebook
 from ..trajectory import ContextInfo, Run
 from .registry import RunRegistry
@@ -72,20 +73,23 @@ def load_context(source: str, expected_sha: str, namespace: dict[str, Any]) -> A
             f"the trajectory's context came from the variable {var!r}, which this kernel does "
             f"not have; set `{var} = ...` to the same data, then re-run"
         )
-    if not source or not os.path.exists(source):
+    if not source or not os.path.exists(source.partition("#dpi=")[0]):
         raise RLMError(
             f"the trajectory's context file {source!r} is not here; put it at that path (or "
             "load the data into `context`) and re-run"
         )
-    with open(source, encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
-    info = ContextInfo.describe(text, source)
+    try:
+        context = load_source(source).context
+    except (ImportError, ValueError, OSError) as exc:
+        raise RLMError(f"the trajectory's context {source!r} could not be loaded again: {exc}"
+                       ) from None
+    info = ContextInfo.describe(context, source)
     if expected_sha and info.sha256 != expected_sha:
         raise RLMError(
             f"the context file {source} differs from the recorded one (sha256 {info.sha256[:12]} "
             f"!= {expected_sha[:12]}); replay needs the same data"
         )
-    return text
+    return context
 
 
 def session_notebook() -> str | None:

@@ -17,9 +17,13 @@ from IPython.display import Pretty, display
 from .. import cells
 from ..config import RLMConfig, parse_setting
 from ..errors import ConfigError, ModelCallError, ReplayMissError, RLMError
-from ..notebook import branch_title, llm_cell_source
+from ..image_store import ImageStore
+from ..loaders import DEFAULT_DPI, load_path
+from ..media import ImageData
+from ..notebook import branch_title, image_outputs, llm_cell_source
 from ..states import CallState
-from ..trajectory import ContextInfo, Run, SubCall, new_id, preview, sha256_text
+from ..subprompt import SubPrompt
+from ..trajectory import Run, SubCall, new_id, preview, sha256_text
 from . import files
 from .driver import RunDriver
 from .options import OptionError, parse_line, parse_llm_cell
@@ -44,7 +48,9 @@ class RLMMagics(Magics):
 
         With ``--call ID`` the cell is a recorded sub-call: unedited, it re-issues the exact
         original prompt (kept for this session even when the notebook holds only a preview);
-        edited, the body is sent as written. The record is updated either way.
+        edited, the body is sent as written. A call that carried images sends the same images
+        again (held by the kernel this session; the notebook has only their thumbnails) and
+        shows their thumbnails. The record is updated either way.
         """
         try:
             opts = parse_llm_cell(line)
@@ -68,9 +74,14 @@ class RLMMagics(Magics):
         if not prompt.strip():
             raise UsageError("%%llm needs a prompt: write it below the %%llm line")
         model = opts.get("model") or (call.model if call else None) or drv.config.subcall_model
+        sp = SubPrompt(prompt, _held_images(call, drv.images) if call is not None else [])
+        detail = drv.config.image_detail
+        if sp.images:
+            display(*(_Output(o) for o in image_outputs(sp.records(drv.images))))
         client = drv.client
         try:
-            comp = client.complete([{"role": "user", "content": prompt}], model=model, depth=1)
+            comp = client.complete([sp.message(detail)], model=model, depth=1,
+                                   key=client.key_for([sp.key_message(detail)], model))
         except (ModelCallError, ReplayMissError) as exc:
             raise UsageError(str(exc)) from None
         if call is not None:
@@ -81,6 +92,7 @@ class RLMMagics(Magics):
             call.prompt_sha256, call.prompt_chars = sha256_text(prompt), len(prompt)
             call.prompt_preview = preview(prompt, 400)
             call.prompt = prompt if len(prompt) <= drv.config.record_prompt_chars else None
+            call.images = sp.records(drv.images) if sp.images else []
         else:
             rec = SubCall(call_id=new_id("c"), model=model, prompt=prompt, response=comp.text,
                           status=CallState.OK, usage=comp.usage, latency_s=comp.latency_s,
@@ -99,7 +111,9 @@ class RLMMagics(Magics):
           status                   the runs of this kernel and their state
           stop                     stop a paused run
           export PATH.ipynb        write this kernel's trajectories as a notebook
-          load PATH [--var NAME]   read a text file into `context` (or NAME), noting its source
+          load PATH [--var NAME] [--dpi N]
+                                   read a text file, a PDF (page images + text) or a folder of
+                                   images into `context` (or NAME), noting its source
           continue [--run ID]      resume a run (in a cell of its own)
           step [--run ID]          run one more step, then pause (in a cell of its own)
           replay PATH.ipynb        re-run a trajectory from its recorded responses (own cell)
@@ -217,22 +231,56 @@ class RLMMagics(Magics):
 
     def _sub_load(self, args: list[str]) -> None:
         if not args:
-            raise UsageError("usage: %rlm load PATH [--var NAME]")
-        path, var = args[0], "context"
-        if "--var" in args:
-            i = args.index("--var")
-            if i + 1 >= len(args):
-                raise UsageError("--var needs a name")
-            var = args[i + 1]
+            raise UsageError("usage: %rlm load PATH [--var NAME] [--dpi N]")
+        path, var, dpi = args[0], "context", DEFAULT_DPI
+        for flag in ("--var", "--dpi"):
+            if flag in args:
+                i = args.index(flag)
+                if i + 1 >= len(args):
+                    raise UsageError(f"{flag} needs a value")
+                if flag == "--var":
+                    var = args[i + 1]
+                elif not args[i + 1].isdigit() or int(args[i + 1]) < 1:
+                    raise UsageError(f"--dpi needs a whole number of dots per inch, not {args[i + 1]!r}")
+                else:
+                    dpi = int(args[i + 1])
         if not os.path.exists(path):
             raise UsageError(f"no file {path!r} (from {os.getcwd()})")
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            data = f.read()
+        try:
+            loaded = load_path(path, dpi=dpi)
+        except (ImportError, ValueError, OSError) as exc:
+            raise UsageError(str(exc)) from None
         assert self.shell is not None
-        self.shell.user_ns[var] = data
-        self.registry.context_sources[var] = os.path.abspath(path)
-        info = ContextInfo.describe(data)
-        display(Pretty(f"{var} = {path}: {info.summary()}"))
+        self.shell.user_ns[var] = loaded.context
+        self.registry.context_sources[var] = loaded.source
+        display(Pretty(f"{var} = {path}: {loaded.summary()}"))
+
+
+def _held_images(call: SubCall, store: ImageStore) -> list[ImageData]:
+    """The images a recorded call sent, from the kernel's store; a clear error if one is gone."""
+    images = []
+    for k, rec in enumerate(call.images, start=1):
+        held = store.get(str(rec.get("sha256", "")))
+        if held is None:
+            raise UsageError(
+                f"sub-call {call.call_id} sent {len(call.images)} image(s); image {k} "
+                f"({rec.get('width')}x{rec.get('height')}, sha256 {str(rec.get('sha256'))[:12]}) is "
+                "not held by this kernel (a notebook keeps only thumbnails; the kernel keeps the "
+                "newest keep_image_bytes of images this session). Re-run the step that made the "
+                "call, or call llm(prompt, images=[...]) yourself.")
+        images.append(held)
+    return images
+
+
+class _Output:
+    """An nbformat display output, shown as it is (its data and metadata)."""
+
+    def __init__(self, output: dict[str, Any]) -> None:
+        self.output = output
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.output["data"], self.output["metadata"]
 
 
 def _run_named(runs: dict[str, Run], name: str) -> Run:

@@ -37,6 +37,7 @@ from ..errors import (
     RunStopped,
     ServerError,
 )
+from ..media import estimate_tokens, key_messages
 from ..outputs import clean_text
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
@@ -254,7 +255,9 @@ class LMClient:
         return out
 
     def key_for(self, messages: list[dict[str, Any]], model: str, root: bool = False) -> str:
-        return cache_key(model, messages, self.params(root=root))
+        """The cache key of a call; data-URL images count by their sha256 (``key_messages``),
+        so a caller may pass the messages it sends or, cheaper, their hashed form."""
+        return cache_key(model, key_messages(messages), self.params(root=root))
 
     # -- calls ---------------------------------------------------------------------------------
     async def acomplete(
@@ -272,7 +275,7 @@ class LMClient:
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
         params = self.params(root=root)
-        key = key or cache_key(model, messages, params)
+        key = key or cache_key(model, key_messages(messages), params)
         if self.config.cache or self.cache_only:
             hit = self.cache.get(key)
             if hit is not None:
@@ -326,7 +329,7 @@ class LMClient:
                 async with self._throttle:
                     pass
             if self._tokens is not None:
-                await self._tokens.acquire(sum(len(str(m.get("content", ""))) for m in messages) // 4)
+                await self._tokens.acquire(estimate_tokens(messages))
             if self._stopped:
                 raise RunStopped("the run was stopped; no new model calls start")
             if precheck is not None:

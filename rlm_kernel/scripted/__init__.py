@@ -45,6 +45,7 @@ __all__ = [
 
 ROOT_MODEL, SUB_MODEL = DEFAULT_MODELS
 
-# Registered on import: the reference runtime's (rlms) convention, and scripted-stepwise (another
-# strategy for the same counting task, so a fork that changes the root model changes the run).
-from . import rlms_policy, stepwise_policy  # noqa: E402,F401,I001
+# Registered on import: the reference runtime's (rlms) convention, scripted-stepwise (another
+# strategy for the same counting task, so a fork that changes the root model changes the run), and
+# the image task (number cards on pages).
+from . import image_policy, rlms_policy, stepwise_policy  # noqa: E402,F401,I001

@@ -12,11 +12,12 @@ import asyncio
 import json
 import random
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from . import policies
+from . import image_policy, policies
 from .wire import (
     DEFAULT_MODELS,
     NOT_AN_LLM,
@@ -102,6 +103,7 @@ class ScriptedStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    images: int = 0  # image parts of answered requests
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reset(self) -> None:
@@ -113,6 +115,7 @@ class ScriptedStats:
             self.faults = {}
             self.by_policy = {}
             self.prompt_tokens = self.completion_tokens = self.cached_tokens = 0
+            self.images = 0
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -122,7 +125,7 @@ class ScriptedStats:
                 "max_in_flight": self.max_in_flight, "by_status": dict(self.by_status),
                 "faults": dict(self.faults), "by_policy": dict(self.by_policy),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cached_tokens": self.cached_tokens,
+                "cached_tokens": self.cached_tokens, "images": self.images,
             }
 
     # internal bookkeeping -------------------------------------------------------------------------
@@ -146,8 +149,10 @@ class ScriptedStats:
             d = getattr(self, table)
             d[key] = d.get(key, 0) + 1
 
-    def _answered(self, root: bool, policy: str, prompt: int, completion: int, cached: int) -> None:
+    def _answered(self, root: bool, policy: str, prompt: int, completion: int, cached: int,
+                  images: int = 0) -> None:
         with self._lock:
+            self.images += images
             if root:
                 self.root_requests += 1
             else:
@@ -166,7 +171,9 @@ class ScriptedModel:
     ``root_replies``: when set, replaces the root policies: reply k is
     ``root_replies[number of assistant messages so far]``, clamped to the last one (tests use it
     to feed the engine hostile or malformed replies). Any model name starting with ``scripted`` is
-    accepted; root vs sub is decided by the messages, not the name.
+    accepted; root vs sub is decided by the messages, not the name. Image parts (OpenAI
+    ``image_url`` parts with data URLs) are checked as a real endpoint checks them
+    (:mod:`.vision`), and a sub-call that carries images is answered by :mod:`.image_policy`.
     """
 
     def __init__(
@@ -192,6 +199,9 @@ class ScriptedModel:
         self.seed = seed
         self.stats = ScriptedStats()
         self.prefix_cache = PrefixCache(prefix_cache_entries)
+        #: ``(sha256, width, height, mime, detail)`` of the images of answered requests, in
+        #: arrival order (the newest 10,000): what a test compares with what it sent.
+        self.received_images: deque[tuple[str, int, int, str, str | None]] = deque(maxlen=10_000)
         self._rng_lock = threading.Lock()
         self._latency_rng = random.Random(seed)
         self._fault_rng = random.Random(self.faults.seed)
@@ -234,7 +244,11 @@ class ScriptedModel:
                 return True, "root_replies", self.root_replies[min(k, len(self.root_replies) - 1)]
             name, content = policies.root_reply(request.messages, request.model)
             return True, name, content
-        name, content = policies.sub_answer(policies.sub_prompt(request.messages))
+        prompt = policies.sub_prompt(request.messages)
+        if request.images:
+            name, content = image_policy.answer_images(prompt, request.images)
+        else:
+            name, content = policies.sub_answer(prompt)
         return False, name, content
 
     async def handle(self, body: dict[str, Any] | bytes | str) -> Reply:
@@ -287,7 +301,11 @@ class ScriptedModel:
                 content, finish = content[: request.max_tokens * 4], "length"
             prompt_tokens = request.prompt_tokens
             cached = self.prefix_cache.lookup_and_remember(request.messages)
-            self.stats._answered(is_root, policy, prompt_tokens, count_tokens(content), cached)
+            self.stats._answered(is_root, policy, prompt_tokens, count_tokens(content), cached,
+                                 len(request.images))
+            if request.images:
+                self.received_images.extend(
+                    (im.sha256, im.width, im.height, im.mime, im.detail) for im in request.images)
             self.stats._status(200)
             request_id = f"chatcmpl-scripted-{number}"
             headers = {**self._base_headers(), "x-request-id": request_id,

@@ -74,9 +74,11 @@ ROOT_FALLBACK_ANSWER = (
     "cannot answer this query. What it can do: find 'the special magic number (or uuid) for KEY' in "
     "the context (peek, regex, then chunked sub-calls), count the lines that contain a quoted term "
     "('How many lines contain \"ERROR\"?', 'How many log lines have level ERROR?') by partitioning "
-    "the context over llm_batch, and split such a count recursively with [strategy=recurse]; "
-    "[chunks=N] sets the number of sub-calls. To use a real model, set OPENAI_API_KEY (and "
-    "OPENAI_BASE_URL for another OpenAI-compatible server) and choose it with --model / RLM_MODEL."
+    "the context over llm_batch, split such a count recursively with [strategy=recurse], and "
+    "add up the numbers on page images it generated itself ('What is the sum of the numbers on "
+    "the pages?' over number cards); [chunks=N] sets the number of sub-calls. To use a real "
+    "model, set OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible server) and "
+    "choose it with --model / RLM_MODEL."
 )
 SUB_FALLBACK_ANSWER = (
     "I am the rlm-kernel scripted demonstration model, not an LLM, so I cannot answer this prompt: "

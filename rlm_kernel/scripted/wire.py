@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vision import ImagePartError, WireImage, split_images
+
 __all__ = [
     "DEFAULT_MODELS",
     "SYSTEM_FINGERPRINT",
@@ -81,10 +83,14 @@ class ChatRequest:
     include_usage: bool = False
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    images: tuple[WireImage, ...] = ()  # image parts, checked and taken out of ``messages``
 
     @property
     def prompt_tokens(self) -> int:
-        return sum(count_tokens(text) for _, text in self.messages)
+        """Text tokens (see :func:`count_tokens`) plus each image's tokens by OpenAI's rule
+        (:func:`rlm_kernel.media.image_tokens`)."""
+        return (sum(count_tokens(text) for _, text in self.messages)
+                + sum(im.tokens for im in self.images))
 
 
 def count_tokens(text: str) -> int:
@@ -106,7 +112,8 @@ def _flatten_content(content: Any, index: int) -> str:
                 parts.append(str(part.get("text", "")))
             else:
                 raise WireError(
-                    400, f"messages[{index}].content: the scripted model reads text parts only",
+                    400, f"messages[{index}].content: the scripted model reads text and image_url "
+                    "parts only",
                     param=f"messages[{index}].content", code="unsupported_content",
                 )
         return "".join(parts)
@@ -124,6 +131,11 @@ def parse_request(body: Any) -> ChatRequest:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise WireError(400, "'messages' must be a non-empty array", param="messages")
+    try:
+        raw, images = split_images(raw)
+    except ImagePartError as exc:
+        raise WireError(exc.status, exc.message, type=exc.type, code=exc.code,
+                        param=exc.param) from None
     messages = []
     for i, msg in enumerate(raw):
         if not isinstance(msg, dict) or msg.get("role") not in _ROLES:
@@ -141,6 +153,7 @@ def parse_request(body: Any) -> ChatRequest:
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         max_tokens=max_tokens,
         extra={k: v for k, v in body.items() if k not in ("model", "messages")},
+        images=tuple(images),
     )
 
 
