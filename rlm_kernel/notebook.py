@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .kernelspec import notebook_kernelspec
 from .outputs import outputs_to_text, truncate
-from .states import CallState, StepState
+from .states import CallState, RunState, StepState
 from .trajectory import ForkOf, Run, Step, SubCall
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
     "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids", "fork_source",
     "fork_cell_source", "branch_title", "answer_preview", "ANSWER_INLINE_CHARS",
+    "QUERY_MARKER_RE", "query_marker", "with_query_marker", "split_query_marker",
+    "earlier_version_cell", "call_summary",
 ]
 
 if TYPE_CHECKING:
@@ -40,8 +42,15 @@ FORMAT_VERSION = 1
 #: Answers up to this length appear whole wherever a trajectory shows them; longer ones are kept
 #: whole once (the final cell's metadata) and shown as head and tail.
 ANSWER_INLINE_CHARS = 20_000
-MARKER_RE = re.compile(r"^# rlm: run=(?P<run>[\w-]+) step=(?P<step>\d+)(?P<stale> stale)?[ \t]*$",
-                       re.MULTILINE)
+#: The first line of a step cell: which run and step it is (and whether it is no longer live).
+MARKER_RE = re.compile(
+    r"^# rlm: run=(?P<run>[\w-]+) step=(?P<step>\d+)(?: (?P<flag>stale|superseded))?[ \t]*$",
+    re.MULTILINE)
+#: The line under ``%%rlm`` in a query cell once it ran: the run it recorded. It is what makes a
+#: re-executed query cell (Run All, nbconvert --execute) show its record instead of paying again,
+#: in front-ends that send no cell metadata.
+QUERY_MARKER_RE = re.compile(r"^# rlm: run=(?P<run>[\w-]+)(?: (?P<flag>superseded))?[ \t]*$",
+                             re.MULTILINE)
 _COLLAPSED = {"source_hidden": True, "outputs_hidden": True}
 
 
@@ -60,8 +69,30 @@ def new_markdown_cell(source: str, metadata: dict[str, Any] | None = None) -> di
     return {"id": "", "cell_type": "markdown", "source": source, "metadata": metadata or {}}
 
 
-def marker(run_id: str, n: int, stale: bool = False) -> str:
-    return f"# rlm: run={run_id} step={n}" + (" stale" if stale else "")
+def marker(run_id: str, n: int, flag: str = "") -> str:
+    """A step cell's first line; ``flag``: "", "stale" or "superseded"."""
+    return f"# rlm: run={run_id} step={n}" + (f" {flag}" if flag else "")
+
+
+def query_marker(run_id: str, superseded: bool = False) -> str:
+    return f"# rlm: run={run_id}" + (" superseded" if superseded else "")
+
+
+def with_query_marker(source: str, run_id: str, superseded: bool = False) -> str:
+    """A query (or fork) cell's source with its marker line under the magic line, replacing any
+    marker it had."""
+    head, _, body = source.lstrip().partition("\n")
+    body = QUERY_MARKER_RE.sub("", body, count=1).lstrip("\n") if QUERY_MARKER_RE.match(
+        body) else body
+    return f"{head}\n{query_marker(run_id, superseded)}\n{body}"
+
+
+def split_query_marker(body: str) -> tuple[str | None, bool, str]:
+    """A query cell's body -> (the run its marker names, whether superseded, the query)."""
+    m = QUERY_MARKER_RE.match(body.lstrip("\n"))
+    if not m:
+        return None, False, body
+    return m.group("run"), bool(m.group("flag")), body.lstrip("\n")[m.end():].lstrip("\n")
 
 
 def cell_id(run_id: str, part: str) -> str:
@@ -69,8 +100,32 @@ def cell_id(run_id: str, part: str) -> str:
 
 
 def _meta(kind: str, run: Run, **extra: Any) -> dict[str, Any]:
-    return {"rlm": {"kind": kind, "run": run.run_id, "depth": run.depth, "parent": run.parent,
-                    "version": FORMAT_VERSION, **extra}}
+    meta: dict[str, Any] = {"rlm": {"kind": kind, "run": run.run_id, "depth": run.depth,
+                                    "parent": run.parent, "version": FORMAT_VERSION, **extra}}
+    if run.superseded_by:
+        meta["rlm"]["superseded_by"] = run.superseded_by
+        meta["jupyter"] = dict(_COLLAPSED)  # an earlier version: out of the way, not gone
+    return meta
+
+
+def earlier_version_cell(old: Run, new: Run) -> dict[str, Any]:
+    """The header over a superseded run's cells: what they are, and what replaced them."""
+    answer, _ = answer_preview(old.answer)
+    ended = f"answer: {_clip(answer or '', 200)}" if old.answer is not None else (
+        f"{old.status}: {old.stop_reason or ''}")
+    cell = new_markdown_cell(
+        f"**Earlier version of this query** · run `{old.run_id}`, replaced by run "
+        f"`{new.run_id}` · {ended}",
+        metadata={"rlm": {"kind": "thought", "run": old.run_id, "depth": old.depth,
+                          "version": FORMAT_VERSION, "superseded_by": new.run_id,
+                          "earlier_version": True, "header": _header(old)}})
+    cell["id"] = cell_id(old.run_id, "earlier")
+    return cell
+
+
+def _clip(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def query_source(run: Run) -> str:
@@ -85,7 +140,7 @@ def query_source(run: Run) -> str:
     if run.context.source.startswith("variable:"):
         opts += ["--context", run.context.source.split(":", 1)[1]]
     head = " ".join(["%%rlm", *(shlex.quote(o) for o in opts)])
-    return f"{head}\n{run.query}"
+    return f"{head}\n{query_marker(run.run_id)}\n{run.query}"
 
 
 def fork_source(run: Run) -> str:
@@ -121,9 +176,14 @@ def branch_title(run: Run) -> str:
     return f"{label}fork of `{run.fork_of.run}` at step {run.fork_of.at}"
 
 
-def query_cell(run: Run, source: str | None = None, cid: str | None = None) -> dict[str, Any]:
+def _header(run: Run) -> dict[str, Any]:
     header = run.header_dict()
     header["answer"], _ = answer_preview(run.answer)
+    return header
+
+
+def query_cell(run: Run, source: str | None = None, cid: str | None = None) -> dict[str, Any]:
+    header = _header(run)
     cell = new_code_cell(source if source is not None else query_source(run),
                          metadata=_meta("query", run, header=header))
     cell["id"] = cid or cell_id(run.run_id, "q")
@@ -170,7 +230,8 @@ def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
 
 def step_cell(run: Run, step: Step) -> dict[str, Any]:
     """A root step as a runnable code cell: marker line, then the code; real outputs."""
-    source = f"{marker(run.run_id, step.n, step.status == StepState.STALE)}\n{step.code or ''}"
+    flag = "superseded" if run.superseded_by else "stale" if step.status == StepState.STALE else ""
+    source = f"{marker(run.run_id, step.n, flag)}\n{step.code or ''}"
     extra: dict[str, Any] = {"inherited": True} if _inherited(run, step) else {}
     meta = _meta("step", run, step=step.n, status=step.status,
                  record=_step_record(step, keep_outputs=False), **extra)
@@ -189,6 +250,29 @@ def llm_cell_source(call: SubCall, prompt: str | None = None) -> str:
     return f"{head}\n{body}"
 
 
+def call_summary(call: SubCall, width: int = 60) -> str:
+    """One line a collapsed sub-call cell shows: prompt head -> response head, tokens, latency."""
+    def head(text: str | None) -> str:
+        flat = " ".join((text or "").split())
+        return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+    prompt = head(call.prompt if call.prompt is not None else call.prompt_preview)
+    if call.status == CallState.OK:
+        answer = head(call.response)
+    elif call.status in (CallState.QUEUED, CallState.INFLIGHT):
+        answer = "…"
+    else:
+        answer = f"[{call.status}] {head(call.error)}"
+    parts = [f"{prompt} → {answer}"]
+    if call.usage.total_tokens:
+        parts.append(f"{call.usage.total_tokens:,} tok")
+    if call.latency_s:
+        parts.append(f"{call.latency_s:.2f} s")
+    if call.cached:
+        parts.append("cached")
+    return " · ".join(parts)
+
+
 def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
     """A sub-call as an editable ``%%llm`` cell, collapsed; response kept whole as its output.
 
@@ -202,7 +286,8 @@ def llm_cell(run: Run, call: SubCall) -> dict[str, Any]:
     if call.images:
         rec["images"] = [{k: v for k, v in im.items() if k not in _THUMB_KEYS}
                          for im in call.images]
-    meta = _meta("llm", run, call=rec, step=call.step, batch_id=call.batch_id)
+    meta = _meta("llm", run, call=rec, step=call.step, batch_id=call.batch_id,
+                 summary=call_summary(call), **({"stale": True} if call.stale else {}))
     meta["jupyter"] = dict(_COLLAPSED)
     cell = new_code_cell(llm_cell_source(call), metadata=meta)
     cell["id"] = call.call_id
@@ -318,6 +403,9 @@ def run_cells(run: Run, runs: dict[str, Run] | None = None, query_source_text: s
     """Every cell of a root run, in trajectory order."""
     runs = runs or {run.run_id: run}
     cells = [query_cell(run, query_source_text, query_cell_id)]
+    if run.superseded_by:
+        cells.append(earlier_version_cell(run, runs.get(run.superseded_by) or Run(
+            run_id=run.superseded_by, query=run.query)))
     for step in run.steps:
         has_code = step.code is not None
         if step.thought or not has_code:
@@ -343,8 +431,16 @@ def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
     nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
     nb.metadata["rlm"] = {"version": FORMAT_VERSION, "runs": [r.run_id for r in runs]}
     cells: list[dict[str, Any]] = list(extra_cells or [])
+    listed = {r.run_id for r in runs}
     for run in runs:
+        if run.superseded_by in listed:
+            continue  # shown under the run that replaced it, sharing its query cell
         cells += run_cells(run, all_runs)
+        earlier = [r for r in runs if r.superseded_by == run.run_id]
+        while earlier:  # a chain of versions, newest first
+            old = earlier.pop()
+            cells += run_cells(old, all_runs)[1:]
+            earlier += [r for r in runs if r.superseded_by == old.run_id]
     nb.cells = [nbformat.from_dict(c) for c in cells]
     nbformat.validate(nb)
     return nb
@@ -406,9 +502,9 @@ def runs_from_notebook(nb: Any) -> dict[str, Run]:
         if not meta:
             continue
         kind, rid = meta.get("kind"), meta.get("run")
-        if kind == "query" and "header" in meta:
+        if "header" in meta and (kind == "query" or meta.get("earlier_version")):
             run = Run.from_dict({**meta["header"], "steps": [], "subcalls": {}})
-            run.status = meta["header"].get("status", run.status)
+            run.status = RunState(meta["header"].get("status", run.status))
             runs[rid] = run
             continue
         found = runs.get(rid)
@@ -432,9 +528,9 @@ def runs_from_notebook(nb: Any) -> dict[str, Run]:
             call.response = _text_of(cell.get("outputs", []))
             call.images = _with_thumbs(call.images, cell.get("outputs", []))
             run.subcalls[call.call_id] = call
-        elif kind == "final":
+        elif kind == "final" and not meta.get("stale"):  # a stale final was edited away
             run.answer = meta.get("answer")
-            run.status = meta.get("status", run.status)
+            run.status = RunState(meta.get("status", run.status))
             run.stop_reason = meta.get("reason")
     return runs
 

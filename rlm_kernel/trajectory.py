@@ -312,6 +312,7 @@ class Run:
     children: list[str] = field(default_factory=list)
     fork_of: ForkOf | None = None  # set on a branch: which run and step it forked from
     branch: str = ""  # a branch's label, shown in its cells and in comparisons
+    superseded_by: str | None = None  # a later run of the same query cell replaced this one
 
     @property
     def inherited(self) -> int:
@@ -385,7 +386,7 @@ class Run:
             "active_s": self.elapsed_s,
             "settings": dict(self.settings), "children": list(self.children),
             "fork_of": self.fork_of.to_dict() if self.fork_of is not None else None,
-            "branch": self.branch,
+            "branch": self.branch, "superseded_by": self.superseded_by,
         }
 
     def to_dict(self) -> dict[str, Any]:

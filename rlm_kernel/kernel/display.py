@@ -6,14 +6,14 @@ consoles), and the run ends with its answer, so nothing is lost without the exte
 
 from __future__ import annotations
 
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from ..notebook import answer_preview
 from ..observer import RunObserver
 from ..outputs import truncate
 from ..trajectory import Run, Step
 
-__all__ = ["show_step", "show_end", "QueryCellView"]
+__all__ = ["show_step", "show_end", "end_bundle", "QueryCellView"]
 
 
 def _fence(text: str, lang: str = "") -> str:
@@ -36,13 +36,19 @@ def show_step(run: Run, step: Step) -> None:
     display({"text/markdown": "\n\n".join(parts), "text/plain": truncate(plain, 3000)}, raw=True)
 
 
-def show_end(run: Run, usage_line: str) -> None:
+def end_bundle(run: Run, usage_line: str) -> dict[str, str]:
+    """What the query cell shows when its run ends: the answer (or why none), and its usage."""
     if run.answer is not None:
         shown, _ = answer_preview(run.answer)  # whole in the final cell; a long one once
         md = f"**Final answer:**\n\n{shown}\n\n<sub>{usage_line}</sub>"
-        display({"text/markdown": md, "text/plain": f"FINAL: {shown}\n{usage_line}"}, raw=True)
-    else:
-        display(Markdown(f"**Run {run.status}:** {run.stop_reason}\n\n<sub>{usage_line}</sub>"))
+        return {"text/markdown": md, "text/plain": f"FINAL: {shown}\n{usage_line}"}
+    text = f"Run {run.status}: {run.stop_reason}"
+    return {"text/markdown": f"**Run {run.status}:** {run.stop_reason}\n\n<sub>{usage_line}</sub>",
+            "text/plain": f"{text}\n{usage_line}"}
+
+
+def show_end(run: Run, usage_line: str) -> None:
+    display(end_bundle(run, usage_line), raw=True)
 
 
 class QueryCellView(RunObserver):

@@ -25,13 +25,17 @@ from ..image_store import ImageStore
 from ..lm import LMClient
 from ..notebook import (
     MARKER_RE,
+    earlier_version_cell,
+    final_cell,
     fork_cell_source,
     fork_source,
+    llm_cell,
     query_cell,
     recorded_responses,
     run_cells,
     step_cell,
     thought_cell,
+    with_query_marker,
 )
 from ..observer import Observers, RunObserver
 from ..outputs import outputs_to_text, sanitize_outputs, truncate
@@ -161,16 +165,41 @@ class RunDriver:
 
     async def start(self, query: str, opts: dict[str, Any], *, source: str,
                     cell_id: str | None, base: RLMConfig | None = None,
-                    run_id: str | None = None, fork: Branching | None = None) -> RunOutcome:
+                    run_id: str | None = None, fork: Branching | None = None,
+                    supersedes: tuple[Run, dict[str, Run]] | None = None) -> RunOutcome:
+        """A new run of a query cell. ``supersedes``: the run this cell recorded before (and the
+        runs it came with), which the new one replaces: its cells stay, marked as an earlier
+        version, below the new run's."""
         run = self.new_run(query, opts, source=source, cell_id=cell_id, base=base, run_id=run_id,
                            fork=fork)
         place = self.registry.places[run.run_id]
         count = self._count_query(source)
-        # The query cell learns its run (and headless clients create it from this update).
-        qcell = query_cell(run, source, place.query_id)
+        # The query cell says which run it recorded (re-executing it then shows the record), and
+        # learns its run's header (headless clients create the cell from this update).
+        place.source = with_query_marker(source, run.run_id)
+        qcell = query_cell(run, place.source, place.query_id)
         self.channel.send(cells.update_msg(run.run_id, place.query_id, metadata=qcell["metadata"],
-                                           source=source, kind="query", anchor=cell_id))
+                                           source=place.source, kind="query", anchor=cell_id))
+        if supersedes is not None:
+            self._supersede(*supersedes, by=run, place=place)
         return await self._drive(run, Controller(step_mode=bool(opts.get("step"))), count)
+
+    def _supersede(self, old: Run, runs: dict[str, Run], *, by: Run, place: RunPlace) -> None:
+        """Mark ``old``'s cells as an earlier version of the query ``by`` now answers: every cell
+        keeps its content (readable, forkable) with markers no re-execution takes for live, and
+        a header cell above them says what they are. ``by``'s cells go right under the query."""
+        old.superseded_by = by.run_id
+        old_cells = run_cells(old, runs, None, place.query_id)[1:]
+        if not old_cells:
+            return
+        header = earlier_version_cell(old, by)
+        self.channel.send(cells.insert_msg(old.run_id, header, anchor=place.anchor,
+                                           after=place.query_id, kind="thought"))
+        for cell in old_cells:
+            patch: dict[str, Any] = {"metadata": cell["metadata"]}
+            if cell["cell_type"] == "code":
+                patch["source"] = cell["source"]
+            self.channel.send(cells.update_msg(old.run_id, cell["id"], **patch))
 
     async def resume(self, run_id: str | None, *, step_mode: bool, source: str,
                      notebook: str | None = None, trust: bool = False) -> RunOutcome:
@@ -337,7 +366,7 @@ class RunDriver:
         """What follows this drive: the cell emitter always; without a mirroring front-end, the
         query cell's own step display and the run widget."""
         existing = [c["id"] for c in run_cells(run, self.registry.runs, place.source,
-                                               place.query_id)]
+                                               place.query_id)] + place.extra_cells
         emitter = CellEmitter(self.channel, run, self.registry.runs, anchor=place.anchor,
                               query_id=place.query_id, known=existing)
         views: list[RunObserver] = [emitter]
@@ -440,8 +469,14 @@ class RunDriver:
                                    if k != "context"})
 
     # -- human edits ----------------------------------------------------------------------------
-    async def rerun_step(self, run: Run, step: Step, code: str) -> tuple[Any, int]:
-        """A human ran a step cell: its code and outputs become the new truth for that step."""
+    async def rerun_step(self, run: Run, step: Step, code: str,
+                         cell_id: str | None = None) -> tuple[Any, int]:
+        """A human ran a step cell: its code and outputs become the new truth for that step.
+
+        Everything downstream of it (later steps, their sub-calls, the final answer) is marked
+        stale: the run is paused, and ``%rlm continue`` goes on from here with new step numbers.
+        ``cell_id``: the cell the human ran; when it is not the step's own cell (a copy), the
+        step's cell is brought up to date too, so the trajectory shows what now stands."""
         place = self.registry.place_of(run)
         repl = place.repl if place else None
         if repl is not None:
@@ -458,10 +493,12 @@ class RunDriver:
                 repl.restore()
                 self._rebind_session()
         was_proposed = step.status == StepState.PROPOSED
+        old_final = final_cell(run) if run.status.ended and run.answer is not None else None
         step.edited = step.edited or body.strip() != (step.code or "").strip()
         step.code = body
         # What the code printed may hold a secret (os.environ['OPENAI_API_KEY']): never record it.
-        step.outputs, step.error = redact_json(sanitize_outputs(result.outputs)), redact_json(result.error)
+        step.outputs = redact_json(sanitize_outputs(result.outputs))
+        step.error = redact_json(result.error)
         step.execution_count = result.execution_count
         limit = place.config.output_chars if place else self.config.output_chars
         step.output_text = truncate(outputs_to_text(step.outputs), limit)
@@ -473,20 +510,52 @@ class RunDriver:
             run.move(RunState.PAUSED)
             run.answer = None
             run.stop_reason = f"step {step.n} was edited; %rlm continue resumes from it"
+        elif run.status == RunState.PAUSED:
+            run.stop_reason = (f"step {step.n} ran ({'edited' if step.edited else 'as proposed'});"
+                               " %rlm continue goes on, %rlm step runs one more")
         if place is not None:
-            cell = step_cell(run, step)
-            self.channel.send(cells.update_msg(run.run_id, cell["id"], metadata=cell["metadata"]))
-            for s in stale:
-                if s.code is not None:
-                    sc = step_cell(run, s)
-                    self.channel.send(cells.update_msg(run.run_id, sc["id"],
-                                                       metadata=sc["metadata"],
-                                                       source=sc["source"]))
-                if s.thought or s.code is None:
-                    tc = thought_cell(run, s, record=s.code is None)
-                    self.channel.send(cells.update_msg(run.run_id, tc["id"],
-                                                       metadata=tc["metadata"]))
+            self._send_edit(run, step, stale, old_final, cell_id)
         return result, result.execution_count or 0
+
+    def _send_edit(self, run: Run, step: Step, stale: list[Step], old_final: dict[str, Any] | None,
+                   cell_id: str | None) -> None:
+        """Tell front-ends what an edited step changed: the step's cell, what went stale, and
+        the run's state (the run bar must not still say the step is proposed)."""
+        place = self.registry.place_of(run)
+        anchor = place.anchor if place else None
+        cell = step_cell(run, step)
+        patch: dict[str, Any] = {"metadata": cell["metadata"]}
+        if cell_id != cell["id"]:  # the human ran a copy: the step's own cell shows the truth
+            patch.update(source=cell["source"], outputs=cell["outputs"],
+                         execution_count=cell["execution_count"])
+        msgs = [cells.update_msg(run.run_id, cell["id"], **patch)]
+        numbers = {s.n for s in stale}
+        for s in stale:
+            if s.code is not None:
+                sc = step_cell(run, s)
+                msgs.append(cells.update_msg(run.run_id, sc["id"], metadata=sc["metadata"],
+                                             source=sc["source"]))
+            if s.thought or s.code is None:
+                tc = thought_cell(run, s, record=s.code is None)
+                msgs.append(cells.update_msg(run.run_id, tc["id"], metadata=tc["metadata"]))
+        for call in run.subcalls.values():
+            if call.step in numbers:
+                lc = llm_cell(run, call)
+                msgs.append(cells.update_msg(run.run_id, call.call_id, metadata=lc["metadata"]))
+        if old_final is not None and stale:
+            if place is not None:
+                place.extra_cells.append(old_final["id"])
+            meta = old_final["metadata"]
+            meta["rlm"]["stale"] = True
+            msgs.append(cells.update_msg(run.run_id, old_final["id"], metadata=meta, source=(
+                f"~~{old_final['source'].splitlines()[0]}~~ *(stale: step {step.n} was edited; "
+                f"`%rlm continue` makes a new answer)*\n\n" + old_final["source"])))
+        msgs.append(cells.status_msg(run.run_id, cells.run_status(run, self.registry.runs),
+                                     anchor))
+        if run.status == RunState.PAUSED:
+            msgs.append(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason,
+                                         anchor))
+        self.channel.send(cells.batch_msg(msgs))
 
 
 @dataclass

@@ -9,6 +9,7 @@ is what lets Pause/Step/Stop messages reach the kernel mid-run (ipykernel >= 7.4
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -21,17 +22,20 @@ from IPython.display import Pretty, display
 from .. import __version__, cells
 from ..config import RLMConfig, env_name, redact, setting_traits
 from ..errors import ConfigError, RLMError
-from ..states import RunState
+from ..notebook import MARKER_RE, llm_cell_source
+from ..states import RunState, StepState
 from .channel import FrontendChannel
 from .clients import ClientPool
-from .display import show_end
+from .display import end_bundle, show_end
 from .driver import RunDriver, RunOutcome
 from .magics import RLMMagics
 from .options import OptionError, parse_fork_cell, parse_rlm_cell
+from .records import Records
 from .registry import RunRegistry
 
 __all__ = ["RLMKernel"]
 
+_LLM_CALL_RE = re.compile(r"^%%llm\b[^\n]*?--call[ =]([\w-]+)")
 _DRIVER_RE = re.compile(r"^%rlm[ \t]+(continue|step|replay|resume)\b([^\n]*)\s*$")
 _FORK_RE = re.compile(r"^%%?rlm[ \t]+fork\b")
 
@@ -47,6 +51,7 @@ class RLMKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registry = RunRegistry()
+        self.records = Records(self.registry)
         self.pool = ClientPool()
         self.channel = FrontendChannel(self, on_hello=self.registry.sync_runs,
                                        on_control=self._on_control)
@@ -70,6 +75,10 @@ class RLMKernel(IPythonKernel):
             # A client that lost messages (IOPub drops them under load) asks for the whole
             # trajectory; it comes back in this reply, on the shell channel, which drops nothing.
             return {**self.ok_reply(None), "rlm_sync": self.channel.sync_message()}
+        if not silent:
+            shown = self._recorded_cell(stripped, cell_id)
+            if shown is not None:
+                return shown
         m = _DRIVER_RE.match(stripped)
         fork = _FORK_RE.match(stripped)
         hit = None if silent else self.registry.step_of(code)
@@ -83,7 +92,7 @@ class RLMKernel(IPythonKernel):
                     if m:
                         return await self._drive(m.group(1), m.group(2), code, cell_id)
                     assert hit is not None
-                    return await self._rerun_step(*hit, code)
+                    return await self._rerun_step(*hit, code, cell_id)
             except KeyboardInterrupt:
                 return self._fail("KeyboardInterrupt", "interrupted before the run started")
             except Exception as exc:  # noqa: BLE001 - a cell must always get its reply
@@ -106,11 +115,15 @@ class RLMKernel(IPythonKernel):
             opts, query = parse_rlm_cell(code)
         except OptionError as exc:
             return self._fail("UsageError", str(exc))
+        supersedes, shown = self._recorded_query(opts, query, code, cell_id)
+        if shown is not None:
+            return shown
         if self.registry.active:
             return self._fail("RLMBusy", f"run {self.registry.active} is in flight; stop it first")
         self._banner()
         try:
-            outcome = await self.driver.start(query, opts, source=code, cell_id=cell_id)
+            outcome = await self.driver.start(query, opts, source=code, cell_id=cell_id,
+                                              supersedes=supersedes)
         except RLMError as exc:
             return self._fail(type(exc).__name__, str(exc))
         return self._finish(outcome)
@@ -120,6 +133,9 @@ class RLMKernel(IPythonKernel):
             opts, query = parse_fork_cell(code)
         except OptionError as exc:
             return self._fail("UsageError", str(exc))
+        _, shown = self._recorded_query(opts, query or "", code, cell_id)
+        if shown is not None:
+            return shown
         if self.registry.active:
             return self._fail("RLMBusy", f"run {self.registry.active} is in flight; stop it first")
         self._banner()
@@ -157,12 +173,109 @@ class RLMKernel(IPythonKernel):
             reply = self._finish(outcome)
         return reply
 
-    async def _rerun_step(self, run: Any, step: Any, code: str) -> dict[str, Any]:
-        result, count = await self.driver.rerun_step(run, step, code)
+    async def _rerun_step(self, run: Any, step: Any, code: str,
+                          cell_id: str | None) -> dict[str, Any]:
+        result, count = await self.driver.rerun_step(run, step, code, cell_id)
         if result.error:
             ename, _, evalue = result.error.partition(": ")
             return {"status": "error", "ename": ename, "evalue": evalue, "traceback": [],
                     "execution_count": count}
+        return self.ok_reply(count)
+
+    # -- recorded cells: re-executed, they show their record -------------------------------------
+    def _recorded_cell(self, code: str, cell_id: str | None) -> dict[str, Any] | None:
+        """A step or ``%%llm --call`` cell of a recorded run, unchanged: its record, re-sent as its
+        outputs; nothing runs, no model is called (Run All, Restart & Run All, nbconvert
+        --execute). None for any other cell, and for an edited step of a run this kernel holds
+        (that is a human's re-run: the new truth for that step)."""
+        m = MARKER_RE.match(code)
+        if m is not None:
+            rid, n = m.group("run"), int(m.group("step"))
+            run, book = self.records.run(rid)
+            step = run.step(n) if run is not None else None
+            if run is None or step is None:
+                return self._fail("RecordNotFound", (
+                    f"this cell is step {n} of run {rid}, which neither this kernel nor a notebook "
+                    "it can find records; nothing ran. `%rlm continue --from NOTEBOOK.ipynb` "
+                    "loads the run; or remove the cell's first line to run it as ordinary code"))
+            body = MARKER_RE.sub("", code, count=1).lstrip("\n")
+            unchanged = body.strip() == (step.code or "").strip()
+            if m.group("flag") or (unchanged and step.status != StepState.PROPOSED):
+                return self._show(self.records.step_outputs(run, step, book, cell_id), code)
+            if book is not None:
+                return self._fail("RunNotLoaded", (
+                    f"step {n} of run {rid} was edited, but this kernel does not hold the run (a "
+                    f"restarted kernel?); nothing ran. `%rlm continue --from "
+                    f"{os.path.basename(book.path)} --run {rid}` rebuilds it; then re-run this "
+                    "cell"))
+            return None
+        c = _LLM_CALL_RE.match(code)
+        if c is not None:
+            call_id = c.group(1)
+            rid = call_id.rsplit("-s", 1)[0]
+            run, book = self.records.run(rid)
+            call = run.subcalls.get(call_id) if run is not None else None
+            if call is None:
+                return None  # the magic says what it can
+            body = code.partition("\n")[2]
+            recorded = llm_cell_source(call).partition("\n")[2]
+            if body.strip() == recorded.strip():
+                return self._show(self.records.call_outputs(call, book), code)
+        return None
+
+    def _recorded_query(self, opts: dict[str, Any], query: str, code: str, cell_id: str | None,
+                        ) -> tuple[tuple[Any, dict[str, Any]] | None, dict[str, Any] | None]:
+        """A query (or fork) cell that recorded a run: unchanged and without ``--fresh``, it shows
+        its record (the second value, the reply). Otherwise the first value is the run a new
+        run will replace (with the runs it came with), or None for a cell that recorded none."""
+        rid = opts.get("recorded")
+        if not rid:
+            return None, None
+        run, book = self.records.run(rid)
+        if run is None:
+            if opts.get("fresh"):
+                return None, None
+            return None, self._fail("RecordNotFound", (
+                f"this query cell recorded run {rid}, which neither this kernel nor a notebook it "
+                "can find holds; nothing ran. Add --fresh to its first line to ask the model "
+                "again"))
+        runs = book.runs if book is not None else self.registry.runs
+        place = self.registry.places.get(rid)
+        recorded_head = (place.source if place is not None else run.query).lstrip().split("\n")[0]
+        same = run.query.strip() == query.strip() and (
+            place is None or recorded_head == code.lstrip().split("\n")[0])
+        if same and not opts.get("fresh"):
+            outputs = self.records.query_outputs(run, book, cell_id)
+            if outputs is None:  # this kernel ran it; the query cell showed its summary
+                outputs = [{"output_type": "display_data", "metadata": {},
+                            "data": end_bundle(run, self._summary_line(run))}]
+            return None, self._show(outputs, code)
+        return (run, runs), None
+
+    def _show(self, outputs: list[dict[str, Any]], code: str) -> dict[str, Any]:
+        """Send recorded outputs as this execution's, exactly as recorded; the reply is ok (a
+        recorded error is shown, not raised: Run All goes on)."""
+        count = self._shell.execution_count
+        with contextlib.suppress(Exception):
+            self._shell.history_manager.store_inputs(count, code, code)
+        self._shell.execution_count += 1
+        for out in outputs:
+            kind = out.get("output_type")
+            if kind == "stream":
+                text = out.get("text", "")
+                content = {"name": out.get("name", "stdout"),
+                           "text": "".join(text) if isinstance(text, list) else text}
+            elif kind == "error":
+                content = {k: out.get(k) for k in ("ename", "evalue", "traceback")}
+            elif kind in ("display_data", "execute_result"):
+                content = {"data": out.get("data", {}), "metadata": out.get("metadata", {})}
+                if kind == "execute_result":
+                    content["execution_count"] = out.get("execution_count")
+                else:
+                    content["transient"] = {}
+            else:
+                continue
+            self.send_response(self.iopub_socket, kind, content)
         return self.ok_reply(count)
 
     # -- replies -------------------------------------------------------------------------------
@@ -200,16 +313,21 @@ class RLMKernel(IPythonKernel):
             display(Pretty(f"rlm-kernel: a setting was ignored: {self._config_error}; "
                            "fix it (environment or Jupyter config) and restart the kernel"))
 
-    def _finish(self, outcome: RunOutcome) -> dict[str, Any]:
-        run = outcome.run
+    def _summary_line(self, run: Any) -> str:
         st = cells.run_status(run, self.registry.runs)  # the run tree's counters
         calls = sum(st["subcalls"].values())
-        line = (f"run {run.run_id} · {st['step']} steps · {calls} sub-calls · "
+        return (f"run {run.run_id} · {st['step']} steps · {calls} sub-calls · "
                 f"{st['tokens']:,} tokens · {run.elapsed_s:.2f}s")
+
+    def _finish(self, outcome: RunOutcome) -> dict[str, Any]:
+        run = outcome.run
         if run.status == RunState.PAUSED:
-            display(Pretty(f"[paused] {run.stop_reason}"))
+            # A mirroring front-end shows a paused run in its run bar and the query cell's
+            # header; a "[paused]" line in the cell would outlive the pause in the saved file.
+            if not self.channel.mirrors:
+                display(Pretty(f"[paused] {run.stop_reason}"))
         else:
-            show_end(run, line)
+            show_end(run, self._summary_line(run))
         if outcome.error is not None:
             return self._fail(*outcome.error, count=outcome.execution_count)
         return self.ok_reply(outcome.execution_count)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import add_setting_options, options_given
 from ..errors import ConfigError
+from ..notebook import split_query_marker
 
 __all__ = ["OptionError", "parse_rlm_cell", "parse_fork_cell", "parse_llm_cell", "parse_line"]
 
@@ -28,6 +29,9 @@ def _rlm_parser() -> _Parser:
     add_setting_options(p, "per_run")
     p.add_argument("--context", default="context", help="variable holding the context")
     p.add_argument("--step", action="store_true", help="stop after each proposed step")
+    p.add_argument("--fresh", action="store_true",
+                   help="ask the model again even though this cell recorded a run (which the "
+                        "new run replaces; its cells stay, marked as an earlier version)")
     return p
 
 
@@ -39,8 +43,11 @@ def _split(line: str) -> list[str]:
 
 
 def parse_rlm_cell(code: str) -> tuple[dict[str, Any], str]:
-    """``%%rlm [options]\\n<query>`` -> (options, query)."""
+    """``%%rlm [options]\\n[# rlm: run=ID]\\n<query>`` -> (options, query).
+
+    ``options["recorded"]`` is the run the cell's marker line names (None for a new cell)."""
     first, _, body = code.lstrip().partition("\n")
+    recorded, _superseded, body = split_query_marker(body)
     args = _rlm_parser().parse_args(_split(first)[1:])
     try:
         options_given(args)  # out-of-range values together, with the setting's name
@@ -49,7 +56,7 @@ def parse_rlm_cell(code: str) -> tuple[dict[str, Any], str]:
     query = body.strip()
     if not query:
         raise OptionError("the %%rlm cell needs a query: write it on the lines below %%rlm")
-    return vars(args), query
+    return {**vars(args), "recorded": recorded}, query
 
 
 def _fork_parser() -> _Parser:
@@ -66,6 +73,8 @@ def _fork_parser() -> _Parser:
     p.add_argument("--from", dest="from", metavar="PATH.ipynb",
                    help="read the parent from this notebook (default: this kernel's runs)")
     p.add_argument("--step", action="store_true", help="stop after each proposed step")
+    p.add_argument("--fresh", action="store_true",
+                   help="fork again even though this cell recorded a branch")
     add_setting_options(p, "per_run")
     return p
 
@@ -75,6 +84,7 @@ def parse_fork_cell(code: str) -> tuple[dict[str, Any], str | None]:
 
     The cell form's body is the branch's query (what an exported branch's query cell holds)."""
     first, _, body = code.lstrip().partition("\n")
+    recorded, _superseded, body = split_query_marker(body)
     words = _split(first)
     if words[1:2] != ["fork"]:
         raise OptionError("a fork cell starts with %rlm fork (or %%rlm fork)")
@@ -83,7 +93,7 @@ def parse_fork_cell(code: str) -> tuple[dict[str, Any], str | None]:
         options_given(args)
     except ConfigError as exc:
         raise OptionError(f"%rlm fork: {exc}") from None
-    opts = vars(args)
+    opts = {**vars(args), "recorded": recorded}
     if opts["at"] < 0:
         raise OptionError("%rlm fork: --at is a step number (0 forks before the first step)")
     query = body.strip() or None

@@ -34,6 +34,9 @@ class RunPlace:
     context: Any = None
     repl: Repl | None = None  # the REPL of its latest drive (a human's step re-run uses it)
     views: list[Any] = field(default_factory=list)  # observers of its latest drive
+    # Cells of the run that its record no longer produces (a final answer an edit made stale):
+    # a continued run's new cells go after them.
+    extra_cells: list[str] = field(default_factory=list)
     # A branch's inherited steps as recorded (its parent's, or its own in a file): the drive
     # re-executes those it does not hold yet before going live.
     inherited: list[Step] = field(default_factory=list)
