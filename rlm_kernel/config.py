@@ -56,32 +56,50 @@ _known_secrets: set[str] = set()
 
 def redact(text: str) -> str:
     """Replace every secret this process has seen with '***': whole, and the parts providers echo
-    ("sk-test-01...ECRET": a prefix of 8+ characters, a suffix of 6+ of a long key)."""
+    ("sk-test-01...ECRET": a prefix of 8+ characters, a suffix of 6+ of a long key).
+
+    The spans of every secret are found in the original text first and replaced together, so the
+    result does not depend on the order secrets were learnt (one key's tail inside another key
+    must not leave the rest of that key behind)."""
     if not _known_secrets or not isinstance(text, str):
         return text
+    spans: list[tuple[int, int]] = []
     for secret in _known_secrets:
         if len(secret) < 8:
             continue
-        if secret in text:
-            text = text.replace(secret, "***")
-        if len(secret) >= 16:
-            text = _redact_parts(text, secret)
-    return text
+        if len(secret) < 16:
+            spans.extend((at, at + len(secret)) for at in _find_all(text, secret))
+            continue
+        for at in _find_all(text, secret[:8]):  # each echo of the head, as far as it matches
+            n = 8
+            while n < len(secret) and at + n < len(text) and text[at + n] == secret[n]:
+                n += 1
+            spans.append((at, at + n))
+        for at in _find_all(text, secret[-6:]):  # each echo of the tail, as far back as it matches
+            start, n = at, 6
+            while n < len(secret) and start > 0 and text[start - 1] == secret[-n - 1]:
+                start, n = start - 1, n + 1
+            spans.append((start, at + 6))
+    if not spans:
+        return text
+    spans.sort()
+    parts, at = [], 0
+    for start, end in spans:
+        if end <= at:
+            continue
+        if start >= at:
+            parts.append(text[at:start])
+            parts.append("***")
+        at = end
+    parts.append(text[at:])
+    return "".join(parts)
 
 
-def _redact_parts(text: str, secret: str) -> str:
-    """The longest prefix (8+ chars) and suffix (6+ chars) of ``secret`` that occur in ``text``."""
-    if secret[:8] in text:
-        for n in range(len(secret) - 1, 7, -1):
-            if secret[:n] in text:
-                text = text.replace(secret[:n], "***")
-                break
-    if secret[-6:] in text:
-        for n in range(len(secret) - 1, 5, -1):
-            if secret[-n:] in text:
-                text = text.replace(secret[-n:], "***")
-                break
-    return text
+def _find_all(text: str, needle: str) -> Iterator[int]:
+    at = text.find(needle)
+    while at >= 0:
+        yield at
+        at = text.find(needle, at + 1)
 
 
 def redact_json(value: Any) -> Any:

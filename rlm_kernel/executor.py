@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import ctypes
+import os
 import signal
 import sys
 import threading
@@ -151,12 +152,34 @@ def _alarm(timeout: float, message: str) -> Iterator[None]:
         sys.settrace(old)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def format_exception(exc: BaseException, filename: str) -> list[str]:
-    """The traceback from the step's own frames on (the engine's frames are noise to a model)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    return traceback.format_exception(type(exc), exc, tb or exc.__traceback__)
+    """The traceback of the step's own code: from its first frame on, without the engine's frames
+    after its last one (a timeout's signal handler, ``llm()``'s plumbing) and without exceptions
+    the engine was handling when the step began. Those are noise to a model; the error line and
+    the step's lines are what it can act on."""
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+    _trim(te, filename)
+    return [part.rstrip("\n") for part in te.format()]  # Jupyter joins them with newlines
+
+
+def _trim(te: traceback.TracebackException, filename: str) -> bool:
+    """Trim ``te`` (and its chain) to the step's frames; False when it has none."""
+    frames = list(te.stack)
+    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
+    if first is None:
+        return False
+    end = len(frames)
+    while end > first + 1 and frames[end - 1].filename.startswith(_PACKAGE_DIR):
+        end -= 1
+    te.stack = traceback.StackSummary.from_list(frames[first:end])
+    for attr in ("__cause__", "__context__"):
+        chained = getattr(te, attr)
+        if chained is not None and not _trim(chained, filename):
+            setattr(te, attr, None)
+    return True
 
 
 class InProcessExecutor:

@@ -194,7 +194,11 @@ def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
     text = step.thought or "*(the model's reply had no prose)*"
     if step.nudge is not None:
         text += "\n\n> *No code and no FINAL: the model was nudged to continue.*"
-    extra: dict[str, Any] = {"step": step.n, "status": step.status}
+    # The step cell carries the step's state; a thought carries it only when it is the record
+    # (no code) or stale, so a live thought never shows a state the step has since left.
+    extra: dict[str, Any] = {"step": step.n}
+    if record or step.status == StepState.STALE:
+        extra["status"] = step.status
     if record:
         extra["record"] = _step_record(step, keep_outputs=False)
     head = f"**Step {step.n}**"

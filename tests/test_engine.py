@@ -204,7 +204,7 @@ def test_step_timeout_interrupts_an_infinite_loop_and_the_run_goes_on(rlm_inproc
     res = rlm.run("q", "ctx")
     assert res.ok and res.answer == "survived, i > 0: True"
     assert res.steps[0].error.startswith("StepTimeout: step timed out after 0.5 s")
-    assert "step timed out after 0.5 s (step_timeout)" in last_user(rlm.transport.root_requests()[1])
+    assert "step timed out after 0.5 s (step_timeout" in last_user(rlm.transport.root_requests()[1])
     assert time.monotonic() - started < 10
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from support import SCRIPTED_ROOT, SCRIPTED_SUB, TEST_KEY, count_prompt
 
-from rlm_kernel.config import RLMConfig, redact
+from rlm_kernel.config import RLMConfig, redact, remember_secret
 from rlm_kernel.errors import InvalidResponse, ModelCallError, ReplayMissError
 from rlm_kernel.lm import Completion, LMClient
 from rlm_kernel.lm.usage import price_of
@@ -314,6 +314,25 @@ def test_redact_and_config_never_show_the_key() -> None:
     assert "api_key" not in cfg.settings()
     assert cfg.describe()["api_key"] == "set (hidden)"
     assert "abcdefghijklmnop" not in repr(cfg.describe())
+
+
+def test_redact_does_not_depend_on_which_key_was_learnt_first() -> None:
+    import itertools
+
+    from rlm_kernel import config
+    keys = ["sk-other-abcdefghijkl", "sk-live-abcdefghijklmnopqrstuvwxyz"]
+    saved = set(config._known_secrets)
+    try:
+        for order in itertools.permutations(keys):
+            config._known_secrets.clear()
+            for key in order:
+                remember_secret(key)
+            assert redact(f"bad key {keys[1]}!") == "bad key ***!"
+            # every echo of a tail is hidden, not only the longest one
+            assert redact(f"{keys[0]} and sk-o...ghijkl") == "*** and sk-o...***"
+    finally:
+        config._known_secrets.clear()
+        config._known_secrets.update(saved)
 
 
 # ------------------------------------------------------------------------------ broken answers

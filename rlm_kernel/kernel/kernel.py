@@ -200,6 +200,12 @@ class RLMKernel(IPythonKernel):
                     "loads the run; or remove the cell's first line to run it as ordinary code"))
             body = MARKER_RE.sub("", code, count=1).lstrip("\n")
             unchanged = body.strip() == (step.code or "").strip()
+            if m.group("flag") and not unchanged:
+                return self._fail("StaleStep", (
+                    f"step {n} of run {rid} is {m.group('flag')}: it is history, kept as it ran, "
+                    "and an edit to it cannot act; nothing ran. To try this code from that point, "
+                    f"`%rlm fork --at {n - 1} --run {rid}` starts a branch; or remove the cell's "
+                    "first line to run it as ordinary code"))
             if m.group("flag") or (unchanged and step.status != StepState.PROPOSED):
                 return self._show(self.records.step_outputs(run, step, book, cell_id), code)
             if book is not None:
@@ -210,7 +216,7 @@ class RLMKernel(IPythonKernel):
                     "cell"))
             return None
         c = _LLM_CALL_RE.match(code)
-        if c is not None:
+        if c is not None and "--fresh" not in code.partition("\n")[0]:
             call_id = c.group(1)
             rid = call_id.rsplit("-s", 1)[0]
             run, book = self.records.run(rid)

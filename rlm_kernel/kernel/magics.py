@@ -44,13 +44,14 @@ class RLMMagics(Magics):
     # -- %%llm ---------------------------------------------------------------------------------
     @cell_magic
     def llm(self, line: str, cell: str) -> Pretty:
-        """%%llm [--model M] [--call ID]: send the cell body as one sub-call; show the response.
+        """%%llm [--model M] [--call ID] [--fresh]: send the body as one sub-call; show the response.
 
-        With ``--call ID`` the cell is a recorded sub-call: unedited, it re-issues the exact
-        original prompt (kept for this session even when the notebook holds only a preview);
-        edited, the body is sent as written. A call that carried images sends the same images
-        again (held by the kernel this session; the notebook has only their thumbnails) and
-        shows their thumbnails. The record is updated either way.
+        With ``--call ID`` the cell is a recorded sub-call. Unedited, the kernel shows its record
+        (no call: its body may be only a preview of the prompt, never to be sent as if it were
+        it); ``--fresh`` sends its whole recorded prompt again. Edited, the body is sent as written and the record updated; a call that carried
+        images sends the same images again (held by the kernel this session; the notebook has
+        only their thumbnails) and shows their thumbnails. A ``--call`` this kernel cannot find
+        sends nothing.
         """
         try:
             opts = parse_llm_cell(line)
@@ -58,19 +59,22 @@ class RLMMagics(Magics):
             raise UsageError(str(exc)) from None
         drv = self.driver
         call = _find_call(self.registry.runs, opts.get("call"))
+        if opts.get("call") and call is None:
+            raise UsageError(
+                f"this cell records sub-call {opts['call']} of a run this kernel does not hold, so "
+                "nothing was sent (its body may be only a preview of the prompt). `%rlm continue "
+                "--from NOTEBOOK.ipynb` loads the run; or remove --call to send the body as a new "
+                "prompt")
         prompt = cell.rstrip("\n")
-        if call is not None:
-            recorded_body = llm_cell_source(call).split("\n", 1)[1] if "\n" in llm_cell_source(call) else ""
-            if prompt.strip() == recorded_body.strip():
-                full = drv.prompts.get(call.call_id) or call.prompt
-                if full is None:
-                    raise UsageError(
-                        f"sub-call {call.call_id}'s prompt ({call.prompt_chars:,} characters) is not "
-                        "in this notebook (only a preview) nor in this kernel session (which keeps "
-                        "the newest keep_prompt_chars characters of prompts). Re-run the step that "
-                        "made it, or edit this cell's body to send a new prompt."
-                    )
-                prompt = full
+        if opts.get("fresh") and call is not None and \
+                prompt.strip() == llm_cell_source(call).partition("\n")[2].strip():
+            full = call.prompt if call.prompt is not None else drv.prompts.get(call.call_id)
+            if full is None:
+                raise UsageError(
+                    f"sub-call {call.call_id}'s cell shows only a preview of its prompt (the "
+                    "record keeps prompts up to record_prompt_chars), so nothing was sent. Edit "
+                    "the body to the prompt you want sent")
+            prompt = full
         if not prompt.strip():
             raise UsageError("%%llm needs a prompt: write it below the %%llm line")
         model = opts.get("model") or (call.model if call else None) or drv.config.subcall_model

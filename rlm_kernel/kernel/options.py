@@ -107,6 +107,8 @@ def parse_llm_cell(line: str) -> dict[str, Any]:
     p = _Parser(prog="%%llm", add_help=False)
     p.add_argument("--model")
     p.add_argument("--call")
+    p.add_argument("--fresh", action="store_true",
+                   help="send a recorded call again instead of showing its record")
     return vars(p.parse_args(_split(line)))
 
 

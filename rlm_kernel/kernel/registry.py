@@ -80,7 +80,7 @@ class RunRegistry:
     def step_of(self, code: str) -> tuple[Run, Step] | None:
         """The run and step a cell's marker line names, if this kernel holds them."""
         m = MARKER_RE.match(code.lstrip())
-        if not m or m.group("stale"):
+        if not m or m.group("flag"):
             return None
         run = self.runs.get(m.group("run"))
         step = run.step(int(m.group("step"))) if run is not None else None

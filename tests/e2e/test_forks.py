@@ -95,7 +95,8 @@ def test_forking_step_4_of_an_8_step_run_pays_only_the_calls_after_it(
     query = k.mirror.cell("q-fork")
     assert query is not None and query["source"] == (
         f"%%rlm fork --run {parent} --at 4 --model {SCRIPTED_ROOT} --sub-model scripted-sub-b "
-        f"--label {SCRIPTED_ROOT}+sub=scripted-sub-b@4\n{COUNT_QUERY}")
+        f"--label {SCRIPTED_ROOT}+sub=scripted-sub-b@4\n# rlm: run={query['metadata']['rlm']['run']}"
+        f"\n{COUNT_QUERY}")
     header = query["metadata"]["rlm"]["header"]
     assert header["fork_of"]["run"] == parent and header["fork_of"]["at"] == 4
     # The branch's cells are a group of their own, after its query cell.

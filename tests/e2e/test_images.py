@@ -129,10 +129,15 @@ def test_an_image_folder_in_a_kernel_and_a_rerun_llm_cell_resends_its_images(
     first = cells[0]
     sent = [rec["sha256"] for rec in first.metadata["rlm"]["call"]["images"]]
 
-    # Re-run the recorded cell as a human would: the same images leave again, shown as thumbnails.
+    # Re-run unchanged, the recorded cell shows its record; nothing is sent.
     assert k.run("%rlm config cache=false").reply["status"] == "ok"
     before = len(srv.model.received_images)
     ran = k.run(first.source)
+    assert ran.reply["status"] == "ok", ran.outputs_text
+    assert len(srv.model.received_images) == before
+    # With --fresh it is asked again: the same images leave again, shown as thumbnails.
+    head, _, body = first.source.partition("\n")
+    ran = k.run(f"{head} --fresh\n{body}")
     assert ran.reply["status"] == "ok", ran.outputs_text
     assert [r[0] for r in list(srv.model.received_images)[before:]] == sent
     kinds = [(m["msg_type"], sorted(m["content"]["data"])) for m in ran.msgs

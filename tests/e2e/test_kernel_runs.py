@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import nbformat
 import pytest
-from support import scripted_env
+from support import count_prompt, scripted_env
 
 from rlm_kernel.notebook import MARKER_RE
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
@@ -28,8 +28,10 @@ def _kinds(cells_: list[dict]) -> list[str]:
     return [c.get("metadata", {}).get("rlm", {}).get("kind", "?") for c in cells_]
 
 
-def test_run_mirrors_every_step_and_subcall(kernel_factory, tmp_path, log_context) -> None:
-    k = kernel_factory()
+def test_run_mirrors_every_step_and_subcall(kernel_factory, tmp_path, log_context,
+                                            scripted_server) -> None:
+    server = scripted_server()
+    k = kernel_factory(scripted_env(server.base_url))
     _load(k, tmp_path, log_context.text)
     k.open_comm(mirrors=True)
     k.mirror.cells.append(nbformat.v4.new_code_cell("%%rlm\n" + LEVEL_QUERY, id="q1"))
@@ -73,17 +75,23 @@ def test_run_mirrors_every_step_and_subcall(kernel_factory, tmp_path, log_contex
     nb = k.mirror.notebook()
     nbformat.validate(nb)
 
-    # A sub-call cell, re-run unedited, re-sends the exact prompt the kernel kept (the cell shows
-    # only a preview of it); once the session forgets it, the error says what to do.
+    # A sub-call cell re-run unedited shows its record: no call (its body is only a preview of
+    # the prompt, which must never be sent as if it were the prompt).
     call = llm_cells[0]["metadata"]["rlm"]["call"]
     assert call["prompt_chars"] > 2_000 and "prompt" not in call
+    requests = server.model.stats.requests
     ran = k.run(llm_cells[0]["source"])
     assert ran.reply["status"] == "ok", ran.outputs_text
     assert ran.outputs_text.strip() == llm_cells[0]["outputs"][0]["data"]["text/plain"]
-    k.run("%rlm config keep_prompt_chars=0")
-    ran = k.run(llm_cells[0]["source"])
-    assert ran.reply["status"] == "error"
-    assert "keep_prompt_chars" in ran.outputs_text and "edit this cell" in ran.outputs_text
+    assert server.model.stats.requests == requests
+    # Edited, it is a live call with the body as written.
+    head, _, _ = llm_cells[0]["source"].partition("\n")
+    ran = k.run(f"{head}\n{count_prompt(3, 'edited')}")
+    assert ran.reply["status"] == "ok" and ran.outputs_text.strip() == "3", ran.outputs_text
+    assert server.model.stats.requests == requests + 1
+    # A --call the kernel cannot find sends nothing.
+    ran = k.run("%%llm --call r0000000000-s1c1\nCount the lines [... 900 characters omitted ...]")
+    assert ran.reply["status"] == "error" and "nothing was sent" in ran.outputs_text
 
 
 def test_without_frontend_the_query_cell_shows_each_step(kernel_factory, tmp_path,

@@ -10,6 +10,7 @@ const KINDS = ['query', 'thought', 'step', 'llm', 'final'];
 interface IRlmMeta {
   kind?: string;
   status?: string;
+  stale?: boolean;
   batch_id?: string | number;
 }
 
@@ -63,7 +64,7 @@ export function decorate(
     for (const k of KINDS) {
       node.classList.toggle(`rlm-kind-${k}`, k === kind);
     }
-    node.classList.toggle('rlm-stale', meta.status === 'stale');
+    node.classList.toggle('rlm-stale', meta.status === 'stale' || meta.stale === true);
     node.classList.toggle('rlm-running', runningIds.has(id));
     node.classList.toggle('rlm-batch', batch !== null);
     node.classList.toggle('rlm-batch-first', first);
