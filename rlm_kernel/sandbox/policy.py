@@ -33,7 +33,7 @@ _SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin",
 _ETC_READ = ("resolv.conf", "hosts", "host.conf", "nsswitch.conf", "gai.conf", "services",
              "protocols", "localtime", "timezone", "passwd", "group", "ld.so.cache",
              "ld.so.conf", "ld.so.conf.d", "ssl", "pki", "ca-certificates",
-             "ca-certificates.conf", "os-release", "mime.types", "fonts", "locale.alias",
+             "ca-certificates.conf", "os-release", "mime.types", "fonts", "locale.alias", "gitconfig",
              "matplotlibrc")
 # Devices every program expects to open.
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
