@@ -26,13 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 HARNESS = r"""
 import contextlib, io, json, sys
 spec = json.loads(sys.argv[1])
+from rlm_kernel.sandbox import forwarder
+fw = forwarder.start(spec["endpoint"], "sk-held-by-the-forwarder-0123456789")
 if spec["sandbox"]:
     from rlm_kernel import sandbox
     policy = sandbox.kernel_policy(workdir=spec["work"], tmpdir=spec["tmp"], read=spec["read"],
-                                   endpoints=spec["endpoints"], home=spec["home"])
+                                   endpoints=[fw.url], home=spec["home"])
     sandbox.apply(policy)
 results = {}
 for name, code in spec["snippets"].items():
+    code = code.replace("@FORWARDER@", fw.url).replace("@TOKEN@", fw.token)
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
@@ -45,8 +48,12 @@ print(json.dumps(results))
 
 # What model code needs, which the sandbox must leave working.
 NEEDED = {
-    "connect to the model endpoint's port":
-        "import socket\nsocket.create_connection(('127.0.0.1', @ENDPOINT@), timeout=5).close()",
+    "reach the model endpoint through the forwarder":
+        "import json, urllib.request\n"
+        "req = urllib.request.Request('@FORWARDER@/chat/completions', data=b'{}', headers={\n"
+        "    'Authorization': 'Bearer @TOKEN@', 'Content-Type': 'application/json'})\n"
+        "answer = json.load(urllib.request.urlopen(req, timeout=30))\n"
+        "assert answer['choices'][0]['message']['content'] == 'forty-two'",
     "read the context file": "assert open('@CONTEXT@').read() == 'the context'",
     "write, read and delete in the working folder":
         "import os\nopen('scratch.txt', 'w').write('x')\nassert open('scratch.txt').read() == 'x'\n"
@@ -84,11 +91,9 @@ def _run(world: World, snippets: dict[str, str], *, sandboxed: bool, tmp: Path) 
     context = world.root / "context.txt"
     context.write_text("the context")
     tmp.mkdir(exist_ok=True)
-    fill = {k: world.fill(v).replace("@ENDPOINT@", str(world.endpoint_port))
-            .replace("@CONTEXT@", str(context)) for k, v in snippets.items()}
+    fill = {k: world.fill(v).replace("@CONTEXT@", str(context)) for k, v in snippets.items()}
     spec = {"sandbox": sandboxed, "work": str(world.work), "tmp": str(tmp), "read": [str(context)],
-            "endpoints": [f"http://127.0.0.1:{world.endpoint_port}/v1"], "home": str(world.home),
-            "snippets": fill}
+            "endpoint": world.endpoint_url, "home": str(world.home), "snippets": fill}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
            "HOME": str(world.home), "OPENAI_API_KEY": TEST_KEY,
            "AWS_SECRET_ACCESS_KEY": "PLANTED-AWS-SECRET", "GITHUB_TOKEN": "ghp_PLANTED"}
@@ -227,16 +232,15 @@ def test_endpoint_ports_are_per_port_and_say_when_dns_is_needed() -> None:
     assert endpoint_ports([""]) == ((), False)  # the in-process scripted model: no port at all
 
 
-def test_a_proxy_in_the_environment_is_reachable_and_the_kernel_ports_are_bindable(
-        tmp_path: Path) -> None:
+def test_only_the_given_endpoints_and_the_kernel_ports_are_reachable(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     policy = kernel_policy(workdir=str(tmp_path / "w"), tmpdir=str(tmp_path),
-                           endpoints=["https://api.example.com/v1"], kernel_ports=[5001, 5002],
+                           endpoints=["http://127.0.0.1:4321/v1"], kernel_ports=[5001, 5002],
                            environ={"HTTPS_PROXY": "http://proxy.local:3128"}, home="/nonexistent")
-    assert policy.connect_ports == (443, 3128, 5001, 5002)
+    assert policy.connect_ports == (4321, 5001, 5002)  # never a proxy's: the forwarder uses it
     assert policy.bind_ports == (5001, 5002)
-    assert policy.allow_udp
-    assert "443, 3128" in policy.summary() and "5001" not in policy.summary()
+    assert not policy.allow_udp
+    assert "4321" in policy.summary() and "5001" not in policy.summary()
 
 
 def test_the_policy_lets_the_python_environment_be_read(tmp_path: Path) -> None:

@@ -37,11 +37,13 @@ from traitlets import Type, Unicode
 
 from .. import sandbox
 from ..config import RLMConfig
+from ..sandbox import forwarder
 from .kernel import RLMKernel
 
 __all__ = ["SandboxedKernelApp", "RefusingKernel", "RLMSandboxedKernel", "launch"]
 
 _REFUSED = "SandboxUnavailable"
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # the openai client's default endpoint
 
 
 def _refusal(kernel: IPythonKernel, reason: str, silent: bool) -> dict[str, Any]:
@@ -137,7 +139,7 @@ class SandboxedKernelApp(IPKernelApp):
 
     report: sandbox.Report | None = None
     refusal: str = ""
-    _api_key = ""
+    forwarder: sandbox.forwarder.Forwarder | None = None
 
     def init_sockets(self) -> None:
         try:
@@ -155,9 +157,10 @@ class SandboxedKernelApp(IPKernelApp):
             return
         kernel = self.kernel
         assert isinstance(kernel, RLMSandboxedKernel)
-        if self._api_key and not kernel.rlm.config.api_key:
-            kernel.rlm.config.api_key = self._api_key
-        self._api_key = ""
+        if self.forwarder is not None:
+            # The kernel talks to the key holder with a token; the key never enters it.
+            kernel.rlm.config.base_url = self.forwarder.url
+            kernel.rlm.config.api_key = self.forwarder.token
         try:
             sandbox.seal(self.report)
         except OSError as exc:
@@ -185,22 +188,39 @@ class SandboxedKernelApp(IPKernelApp):
         section = {k: v for k, v in self.config.get("RLMKernel", {}).items()
                    if k in RLMConfig.class_trait_names(config=True)}
         cfg = RLMConfig(parent=self, **section)
-        self._api_key = cfg.api_key  # the environment loses it below; the kernel gets it back
         env = os.environ
         workdir = env.get("RLM_SANDBOX_WORKDIR") or os.getcwd()
         read = [p for p in env.get("RLM_SANDBOX_READ", "").split(os.pathsep) if p]
         keep = [n.strip() for n in env.get("RLM_SANDBOX_ENV", "").split(",") if n.strip()]
-        policy = sandbox.kernel_policy(
-            workdir=workdir, tmpdir=_private_tmpdir(), read=read, kernel_files=[self.abs_connection_file],
-            endpoints=[cfg.base_url], kernel_ports=ports if self.transport == "tcp" else (),
-            ipc_dirs=ipc_dirs, keep_env=keep)
+        if not cfg.scripted:
+            # Started before the sandbox, so outside it: it alone holds the key and the network.
+            self.forwarder = forwarder.start(cfg.base_url or OPENAI_BASE_URL, cfg.api_key)
+        try:
+            policy = sandbox.kernel_policy(
+                workdir=workdir, tmpdir=_private_tmpdir(), read=read,
+                kernel_files=[self.abs_connection_file],
+                endpoints=[self.forwarder.url] if self.forwarder else [],
+                kernel_ports=ports if self.transport == "tcp" else (), ipc_dirs=ipc_dirs,
+                keep_env=keep)
+        except sandbox.PolicyError:
+            self._stop_forwarder()
+            raise
         # IPython's history database lives in the (now unreadable) profile: keep it in memory.
         self.config.HistoryManager.hist_file = ":memory:"
         self.kernel_class = RLMSandboxedKernel
         # ipykernel's pipe for forked children's output binds a random TCP port, which the
         # sandbox forbids; such output is lost, which is said in the README, not on every start.
         warnings.filterwarnings("ignore", message="Couldn't bind IOPub Pipe")
-        return sandbox.enter(policy)
+        try:
+            return sandbox.enter(policy)
+        except BaseException:
+            self._stop_forwarder()
+            raise
+
+    def _stop_forwarder(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.control.close()  # its stdin closes: it exits
+            self.forwarder = None
 
 
 def _private_tmpdir() -> str:

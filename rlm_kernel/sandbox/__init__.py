@@ -6,13 +6,13 @@ Mechanism, and why. The kernel confines *itself*, with Linux Landlock, before it
   unprivileged process restricts itself, and every thread and child process it starts afterwards
   (``sh -c``, ``subprocess``, ``multiprocessing``) inherits the rules, which nothing can lift.
 - It restricts files (read, write, execute, per folder) *and*, from ABI 4 (Linux 6.7), TCP
-  ``connect``/``bind`` per port: the only mechanism here that can leave the model endpoint
-  reachable while closing every other port. Bubblewrap (which this machine can also run) hides
-  paths with mount namespaces but its network choice is all or nothing (``--unshare-net`` also
-  cuts the model endpoint and a TCP front-end); a container runtime is absent on many machines.
+  ``connect``/``bind`` per port: the only mechanism here that can leave one way out to the model
+  while closing every other port. Bubblewrap (which this machine can also run) hides paths with
+  mount namespaces but its network choice is all or nothing (``--unshare-net`` also cuts the
+  model endpoint and a TCP front-end); a container runtime is absent on many machines.
 - A seccomp filter (:mod:`.seccomp`) closes what Landlock's rules do not cover: sockets other than
-  TCP (and UDP when DNS is needed), notably unix sockets by path (docker, D-Bus, ssh-agent, other
-  kernels' IPC), and ``io_uring``. ``no_new_privs`` and dropping every capability
+  TCP, notably unix sockets by path (docker, D-Bus, ssh-agent, other kernels' IPC), UDP, and
+  ``io_uring``. ``no_new_privs`` and dropping every capability
   (:mod:`.privileges`) keep a root kernel from reaching around the rules (raw sockets, modules).
 
 Order matters because Landlock and capabilities are per thread, and because the kernel's ZeroMQ
@@ -21,11 +21,17 @@ before the kernel creates a ZeroMQ socket; the kernel then binds its own sockets
 folder are allowed for that) and :func:`seal` installs the seccomp filter on all threads at once.
 A plain process calls :func:`apply` (both).
 
+The model endpoint and the key: the kernel does not connect to the endpoint itself. A forwarder
+process (:mod:`.forwarder`), started before the sandbox and so outside it, holds the API key and
+alone reaches the endpoint's host; the kernel reaches the forwarder on a loopback port with a
+per-kernel token. Model code therefore never finds the provider key in the kernel, and its only
+network exit is that one port (Landlock port rules hold for every address, so a server of the
+attacker's listening on the same port number at a literal IP address is reachable too).
+
 What it does not stop (say so to users): model code runs in the kernel's process, so it can
-inspect the kernel's Python objects, including the model client and the API key it holds; it can
-use the endpoint's port on *any* host (port 443 for an https endpoint means any HTTPS server);
-with DNS allowed it can send UDP anywhere; it can see that files exist (``stat``) where it cannot
-open them; it can use CPU, memory and the model budget. See README "Safety".
+inspect the kernel's Python objects and use the forwarder (the model API at the user's cost, only
+its chat and model-list paths); it can see that files exist (``stat``) where it cannot open them;
+it can use CPU, memory and disk in its folders. See docs/sandbox.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The environment model code sees: an allow-list of harmless variables, and a private home.
 
 An allow-list, not a deny-list, because secrets come under any name (``AWS_SECRET_ACCESS_KEY``,
-``GITHUB_TOKEN``, ``JUPYTERHUB_API_TOKEN``, ``SSH_AUTH_SOCK``...). What the kernel itself needs
-(the API key) it reads before the scrub. ``HOME``, the XDG folders, ``TMPDIR`` and matplotlib's
+``GITHUB_TOKEN``, ``JUPYTERHUB_API_TOKEN``, ``SSH_AUTH_SOCK``, a proxy URL with a password...).
+What the kernel needs (the endpoint, the key, proxies) it reads before the scrub and hands to the
+forwarder, which runs outside the sandbox. ``HOME``, the XDG folders, ``TMPDIR`` and matplotlib's
 cache point into the sandbox's private temporary folder, so tools that write caches there work and
 ``~`` never names the user's real home.
 """
@@ -20,10 +21,6 @@ KEEP = frozenset({
     "CLICOLOR", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUNBUFFERED",
     "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
     "MPLBACKEND", "JPY_PARENT_PID", "JPY_SESSION_NAME",
-    # The model client's own settings (identifiers, not secrets); proxies and CA bundles it needs.
-    "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
-    "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY",
-    "https_proxy", "http_proxy", "all_proxy", "no_proxy",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
 })
 KEEP_PREFIXES = ("LC_", "RLM_")

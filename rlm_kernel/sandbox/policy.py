@@ -5,12 +5,14 @@ Reading: the Python environment (prefixes, ``sys.path``), the system's programs 
 (``/usr``, ``/lib*``, ``/bin``), a short list of ``/etc`` files that name resolution, TLS and the
 dynamic linker read, the context files and folders given, and the working folder. Writing: the
 working folder and a private temporary folder (never the shared ``/tmp``, where other programs'
-files, sockets and Jupyter connection files live). TCP: ``connect`` to the model endpoint's port
-(and a proxy's), and to the kernel's own ports; ``bind`` only to the kernel's own ports.
+files, sockets and Jupyter connection files live). TCP: ``connect`` to the given endpoints' ports
+(the kernel gives its forwarder's, :mod:`.forwarder`) and to the kernel's own ports; ``bind`` only
+to the kernel's own ports. Every other port is closed.
 
-Landlock's network rules are per *port*, not per host: allowing the endpoint's port 8000 allows
-port 8000 on every host, and an ``https://`` endpoint opens port 443 everywhere. Every other port
-is closed. The user's home folder is never readable: a working folder or a read path that is the
+Landlock's network rules are per *port*, not per host: allowing port 8000 allows port 8000 on every
+host, and an ``https://`` endpoint would open port 443 everywhere. That is why the kernel does not
+allow its model endpoint at all but a local forwarder on a random port, which alone reaches the
+endpoint's host. The user's home folder is never readable: a working folder or a read path that is the
 home folder, one of its parents, or ``/`` is refused rather than silently widening the sandbox.
 """
 
@@ -41,7 +43,6 @@ _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"
 _TLS_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 # Shared folders never read whole, even when on sys.path: other programs' files live there.
 _SHARED = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/var/run")
-_PROXY_ENV = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
 
 
 class PolicyError(ValueError):
@@ -131,8 +132,8 @@ def kernel_policy(*, workdir: str, tmpdir: str, read: Iterable[str] = (),
     """The policy for one kernel.
 
     ``workdir``: the folder model code works in (read+write). ``tmpdir``: a private temporary folder
-    made for this kernel (read+write). ``read``: context files and folders. ``endpoints``: the
-    model endpoint URL(s); proxies named in ``environ`` are added. ``kernel_ports``: the kernel's
+    made for this kernel (read+write). ``read``: context files and folders. ``endpoints``: URLs
+    model code may connect to (the kernel's forwarder). ``kernel_ports``: the kernel's
     own TCP ports (bound by it; model code may connect to them, as the kernel's front-end does).
     ``ipc_dirs``: folders where the kernel binds IPC sockets. ``kernel_files``: files the kernel
     itself reads after the sandbox starts (its connection file). ``keep_env``: extra environment
@@ -173,8 +174,7 @@ def kernel_policy(*, workdir: str, tmpdir: str, read: Iterable[str] = (),
     etc.append(f"/etc/python{sys.version_info[0]}.{sys.version_info[1]}")
     tls = [env[name] for name in _TLS_ENV if env.get(name)]
     read_paths = _existing([*python, *_SYSTEM_READ, *etc, *tls, *read, *kernel_files])
-    proxies = [env[name] for name in _PROXY_ENV if env.get(name)]
-    ports, dns = endpoint_ports([*endpoints, *proxies])
+    ports, dns = endpoint_ports(endpoints)
     own = tuple(sorted({int(p) for p in kernel_ports if int(p) > 0}))
     return Policy(
         workdir=workdir, tmpdir=os.path.abspath(tmpdir), read=tuple(read_paths),
