@@ -42,6 +42,7 @@ _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b
         b"proxy-connection", b"proxy-authorization", b"proxy-authenticate", b"host",
         b"content-length", b"authorization"}
 _MAX_HEAD = 64 * 1024
+_MAX_IDLE = 64  # kept-alive connections to the endpoint
 _PR_SET_PDEATHSIG = 1
 # What the forwarder passes on from the kernel's environment: TLS trust and proxies only.
 _ENV = ("PATH", "PYTHONPATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
@@ -159,7 +160,7 @@ class _Origin:
             except BaseException:
                 conn[1].close()
                 raise
-            if reusable:
+            if reusable and len(self.idle) < _MAX_IDLE:
                 self.idle.append(conn)
             else:
                 conn[1].close()
@@ -243,9 +244,9 @@ async def _serve(state: _State, reader: asyncio.StreamReader, writer: asyncio.St
                     auth = value
                 if low not in _HOP:
                     headers.append((name.strip(), value))
-            body = await reader.readexactly(length) if length else b""
             if not secrets.compare_digest(auth, b"Bearer " + state.token):
-                return _reply(writer, 401, "not the sandboxed kernel's token")
+                return _reply(writer, 401, "not the sandboxed kernel's token")  # body unread
+            body = await reader.readexactly(length) if length else b""
             path = target.decode("latin-1").split("?", 1)[0]
             if not (path.startswith(state.prefix + "/") and
                     path[len(state.prefix):].rstrip("/") in FORWARDED_PATHS):
