@@ -248,3 +248,21 @@ def test_the_policy_lets_the_python_environment_be_read(tmp_path: Path) -> None:
     policy = kernel_policy(workdir=str(tmp_path / "w"), tmpdir=str(tmp_path), home="/nonexistent")
     assert any(sys.prefix == p or sys.prefix.startswith(p + "/") for p in policy.read)
     assert "/usr" in policy.read and "/etc" not in policy.read
+
+
+def test_the_root_model_is_told_the_sandbox_limits_and_a_replay_rebuilds_that_prompt(
+        rlm_inproc: Any) -> None:
+    from rlm_kernel.engine import build_history
+    from rlm_kernel.prompts import SANDBOX_NOTE
+
+    rlm = rlm_inproc(["FINAL(done)"], sandboxed=True)
+    result = rlm.run("what is here?", context="some text")
+    system = rlm.transport.root_requests()[0][0]["content"]
+    assert system.endswith(SANDBOX_NOTE) and "PermissionError" in system
+    assert result.run.settings["sandboxed"] is True
+    plain = rlm_inproc(["FINAL(done)"])
+    plain.run("what is here?", context="some text")
+    assert SANDBOX_NOTE not in plain.transport.root_requests()[0][0]["content"]
+    # Replayed anywhere, the recorded setting rebuilds the same system prompt (cache keys hold).
+    replayed = plain.config.replayable(result.run.settings)
+    assert build_history(result.run, replayed)[0]["content"] == system

@@ -202,3 +202,32 @@ def test_an_https_endpoint_is_reached_over_verified_tls(tmp_path: Path, forwarde
     finally:
         next(server, None)
     assert os.environ.get("SSL_CERT_FILE") is None
+
+
+def test_the_sandboxed_session_keeps_its_endpoint_and_hands_a_typed_key_on(upstream,
+                                                                           forwarders) -> None:
+    from rlm_kernel.errors import ConfigError
+    from rlm_kernel.kernel.sandboxed import ForwarderGate
+
+    fw = forwarders(upstream.url, key="")
+    gate = ForwarderGate(fw)
+    with pytest.raises(ConfigError, match="restart the kernel"):
+        gate.admit({"base_url": "http://127.0.0.1:9/v1"})
+    assert gate.admit({"base_url": upstream.url + "/"}) == {"base_url": upstream.url + "/"}
+    assert gate.admit({"api_key": "sk-typed-0123456789abcdef"}) == {"api_key": fw.token}
+    routed = gate.route(RLMConfig(base_url=upstream.url, api_key=fw.token, max_retries=0,
+                                  cache=False))
+    assert (routed.base_url, routed.api_key) == (fw.url, fw.token)
+    client = LMClient(routed)
+    try:
+        for _ in range(100):  # the key reaches the forwarder on its control pipe: bounded wait
+            client.complete([{"role": "user", "content": "q"}], model="m", depth=1)
+            if upstream.seen[-1][1] == "Bearer sk-typed-0123456789abcdef":
+                break
+    finally:
+        client.close()
+    assert upstream.seen[-1] == ("/v1/chat/completions", "Bearer sk-typed-0123456789abcdef")
+    scripted = ForwarderGate(None)
+    for change in ({"base_url": upstream.url}, {"api_key": "sk-x-0123456789"}):
+        with pytest.raises(ConfigError, match="scripted model"):
+            scripted.admit(change)

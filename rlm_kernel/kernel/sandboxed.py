@@ -1,21 +1,17 @@
-"""The sandboxed kernel application: ``python -m rlm_kernel --sandbox -f CONNECTION_FILE``.
+"""The sandboxed kernel: ``python -m rlm_kernel --sandbox -f CONNECTION_FILE`` (``rlm-sandboxed``).
 
 It is ipykernel's application with the sandbox (:mod:`rlm_kernel.sandbox`) slotted into its start:
 
 1. after the connection file is read and before the first ZeroMQ socket (whose I/O threads would
-   otherwise keep every right), the process reads what the kernel needs (the API key, the endpoint),
-   then enters the sandbox: files, TCP ports, environment, capabilities;
-2. the kernel binds its own sockets (its ports and IPC folder are allowed) and starts as usual;
+   otherwise keep every right), the process reads its settings, starts the key-holding forwarder
+   (outside the sandbox) and enters the sandbox: files, TCP ports, environment, capabilities;
+2. the kernel binds its own sockets (its ports and IPC folder are allowed) and starts as usual,
+   its session settings naming the real endpoint and, for a key, the forwarder's token;
 3. once every thread exists, the seccomp filter is installed on all of them.
 
 If the sandbox cannot be entered (an old Linux, a working folder that is the home folder...) the
 kernel still starts, so the front-end can show why, but it is a :class:`RefusingKernel`: every
 cell fails with the reason and no code runs. It never runs model code unsandboxed.
-
-Settings (environment, read before the scrub): ``RLM_SANDBOX_WORKDIR`` the working folder (default:
-the folder the kernel starts in, i.e. the notebook's); ``RLM_SANDBOX_READ`` more files or folders
-model code may read (``os.pathsep``-separated: context files, data folders); ``RLM_SANDBOX_ENV``
-names of extra environment variables model code may see (comma-separated).
 """
 
 from __future__ import annotations
@@ -36,14 +32,17 @@ from IPython.utils._process_common import process_handler
 from traitlets import Type, Unicode
 
 from .. import sandbox
-from ..config import RLMConfig
+from ..config import RLMConfig, setting_traits
+from ..errors import ConfigError
 from ..sandbox import forwarder
 from .kernel import RLMKernel
 
-__all__ = ["SandboxedKernelApp", "RefusingKernel", "RLMSandboxedKernel", "launch"]
+__all__ = ["SandboxedKernelApp", "RefusingKernel", "RLMSandboxedKernel", "ForwarderGate",
+           "launch"]
 
 _REFUSED = "SandboxUnavailable"
-OPENAI_BASE_URL = "https://api.openai.com/v1"  # the openai client's default endpoint
+#: The openai client's endpoint when none is named (a key alone means the OpenAI API).
+DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 
 
 def _refusal(kernel: IPythonKernel, reason: str, silent: bool) -> dict[str, Any]:
@@ -85,6 +84,44 @@ def _relay(p: subprocess.Popen[bytes]) -> int:
     return p.wait()
 
 
+class ForwarderGate:
+    """The sandboxed session's endpoint: its clients reach the forwarder, never the endpoint.
+
+    The session's settings keep the real endpoint (that is what trajectories record) and, in place
+    of the key, the forwarder's token; a key typed later (``%rlm config api_key``) is handed to
+    the forwarder and replaced by the token. Another endpoint would need another forwarder, started
+    outside the sandbox: only a restart can do that, so it is refused with that advice.
+    """
+
+    def __init__(self, fw: forwarder.Forwarder | None) -> None:
+        self.fw = fw
+
+    def admit(self, changes: dict[str, Any]) -> dict[str, Any]:
+        fw = self.fw
+        url = changes.get("base_url")
+        if url is not None and (fw is None or url.rstrip("/") != fw.upstream.rstrip("/")):
+            now = f"reaches only {fw.upstream}" if fw else "has no model endpoint (it started " \
+                  "with the scripted model) and no network"
+            raise ConfigError(
+                f"the sandboxed kernel {now}, fixed when it started: its key holder runs outside "
+                "the sandbox. Set OPENAI_BASE_URL (and OPENAI_API_KEY) and restart the kernel.")
+        key = changes.get("api_key")
+        if key:
+            if fw is None:
+                raise ConfigError(
+                    "the sandboxed kernel started with the scripted model and has no network; set "
+                    "OPENAI_API_KEY (and OPENAI_BASE_URL) and restart the kernel to use a model")
+            if key != fw.token:
+                fw.set_key(key)  # the forwarder holds it from now on; the kernel keeps the token
+                changes = {**changes, "api_key": fw.token}
+        return changes
+
+    def route(self, cfg: RLMConfig) -> RLMConfig:
+        if self.fw is None:
+            return cfg
+        return cfg.copy(base_url=self.fw.url, api_key=self.fw.token)
+
+
 class RLMSandboxedKernel(RLMKernel):
     """The RLM kernel inside the sandbox: its banner says what model code cannot do."""
 
@@ -92,23 +129,29 @@ class RLMSandboxedKernel(RLMKernel):
     sandbox_report: sandbox.Report | None = None
     refusal = ""  # set if the sandbox could not be completed: then no cell runs
 
-    def _process_children(self) -> list[Any]:
-        # ipykernel finds child processes through psutil and /proc, which the sandbox closes
-        # (/proc/<pid>/environ would show the key the kernel started with). Without it ipykernel
-        # does what it does when psutil is absent: a normal shutdown leaves children to their
-        # process group, which a restart or a forced shutdown kills.
-        return []
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        app = self.parent
+        self.pool.gate = ForwarderGate(app.forwarder if isinstance(app, SandboxedKernelApp)
+                                       else None)
 
     @property
     def banner(self) -> str:  # type: ignore[override]
         report = self.sandbox_report
         return RLMKernel.banner + ("\n" + report.describe() if report else "")
 
-    async def do_execute(  # type: ignore[override]
-        self, code: str, silent: bool, *args: Any, **kw: Any) -> dict[str, Any]:
+    async def do_execute(
+            self, code: str, silent: bool, *args: Any, **kw: Any) -> dict[str, Any]:
         if self.refusal or self.sandbox_report is None:
             return _refusal(self, self.refusal or "the sandbox was not sealed", silent)
         return await super().do_execute(code, silent, *args, **kw)
+
+    def _process_children(self) -> list[Any]:
+        # ipykernel finds child processes through psutil and /proc, which the sandbox closes
+        # (/proc/<pid>/environ shows the environment a process started with). Without it ipykernel
+        # does what it does when psutil is absent: a normal shutdown leaves children to their
+        # process group, which a restart or a forced shutdown kills.
+        return []
 
 
 class RefusingKernel(IPythonKernel):
@@ -121,8 +164,8 @@ class RefusingKernel(IPythonKernel):
     def banner(self) -> str:  # type: ignore[override]
         return f"RLM sandboxed kernel: NOT SANDBOXED, so it runs nothing. {self.reason}"
 
-    async def do_execute(  # type: ignore[override]
-        self, code: str, silent: bool, *args: Any, **kw: Any) -> dict[str, Any]:
+    async def do_execute(
+            self, code: str, silent: bool, *args: Any, **kw: Any) -> dict[str, Any]:
         return _refusal(self, self.reason, silent)
 
     def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:  # type: ignore[override]
@@ -139,12 +182,12 @@ class SandboxedKernelApp(IPKernelApp):
 
     report: sandbox.Report | None = None
     refusal: str = ""
-    forwarder: sandbox.forwarder.Forwarder | None = None
+    forwarder: forwarder.Forwarder | None = None
 
     def init_sockets(self) -> None:
         try:
             self.report = self._enter()
-        except (sandbox.SandboxUnavailable, sandbox.PolicyError, OSError) as exc:
+        except (sandbox.SandboxUnavailable, sandbox.PolicyError, ConfigError, OSError) as exc:
             self.refusal = str(exc)
             self.log.error("rlm: NOT sandboxed, refusing to run code: %s", exc)
             self.kernel_class = RefusingKernel
@@ -157,10 +200,6 @@ class SandboxedKernelApp(IPKernelApp):
             return
         kernel = self.kernel
         assert isinstance(kernel, RLMSandboxedKernel)
-        if self.forwarder is not None:
-            # The kernel talks to the key holder with a token; the key never enters it.
-            kernel.rlm.config.base_url = self.forwarder.url
-            kernel.rlm.config.api_key = self.forwarder.token
         try:
             sandbox.seal(self.report)
         except OSError as exc:
@@ -185,37 +224,47 @@ class SandboxedKernelApp(IPKernelApp):
         if self.transport == "ipc":
             self.ip = os.path.abspath(self.ip)  # the sandbox changes the working folder
             ipc_dirs.append(os.path.dirname(self.ip))
-        section = {k: v for k, v in self.config.get("RLMKernel", {}).items()
-                   if k in RLMConfig.class_trait_names(config=True)}
-        cfg = RLMConfig(parent=self, **section)
-        env = os.environ
-        workdir = env.get("RLM_SANDBOX_WORKDIR") or os.getcwd()
-        read = [p for p in env.get("RLM_SANDBOX_READ", "").split(os.pathsep) if p]
-        keep = [n.strip() for n in env.get("RLM_SANDBOX_ENV", "").split(",") if n.strip()]
+        launch_settings = sandbox.LaunchSettings.from_environ(os.environ)
+        cfg = self._session_settings()
         if not cfg.scripted:
             # Started before the sandbox, so outside it: it alone holds the key and the network.
-            self.forwarder = forwarder.start(cfg.base_url or OPENAI_BASE_URL, cfg.api_key)
+            self.forwarder = forwarder.start(cfg.base_url or DEFAULT_ENDPOINT, cfg.api_key)
         try:
             policy = sandbox.kernel_policy(
-                workdir=workdir, tmpdir=_private_tmpdir(), read=read,
-                kernel_files=[self.abs_connection_file],
+                workdir=launch_settings.workdir or os.getcwd(), tmpdir=_private_tmpdir(),
+                read=launch_settings.read, kernel_files=[self.abs_connection_file],
                 endpoints=[self.forwarder.url] if self.forwarder else [],
                 kernel_ports=ports if self.transport == "tcp" else (), ipc_dirs=ipc_dirs,
-                keep_env=keep)
-        except sandbox.PolicyError:
-            self._stop_forwarder()
-            raise
-        # IPython's history database lives in the (now unreadable) profile: keep it in memory.
-        self.config.HistoryManager.hist_file = ":memory:"
-        self.kernel_class = RLMSandboxedKernel
-        # ipykernel's pipe for forked children's output binds a random TCP port, which the
-        # sandbox forbids; such output is lost, which is said in the README, not on every start.
-        warnings.filterwarnings("ignore", message="Couldn't bind IOPub Pipe")
-        try:
+                keep_env=launch_settings.keep_env)
+            self._hand_over(cfg)
+            # IPython's history database lives in the (unreadable) profile: keep it in memory.
+            self.config.HistoryManager.hist_file = ":memory:"
+            self.kernel_class = RLMSandboxedKernel
+            # ipykernel's pipe for forked children's output binds a random TCP port, which the
+            # sandbox forbids: such output is lost (docs/sandbox.md), not warned about each start.
+            warnings.filterwarnings("ignore", message="Couldn't bind IOPub Pipe")
             return sandbox.enter(policy)
         except BaseException:
             self._stop_forwarder()
             raise
+
+    def _session_settings(self) -> RLMConfig:
+        """The settings the kernel will read (environment, then ``c.RLMKernel.*``), read now,
+        while the environment and the user's files are still there."""
+        names = set(setting_traits())
+        section = {k: v for k, v in self.config.get("RLMKernel", {}).items() if k in names}
+        return RLMConfig(parent=self, **section)
+
+    def _hand_over(self, cfg: RLMConfig) -> None:
+        """What the kernel's settings say once the environment is scrubbed: the real endpoint
+        (trajectories record it), the forwarder's token for a key, and that it is sandboxed."""
+        values: dict[str, Any] = {"sandboxed": True}
+        if self.forwarder is not None:
+            values.update(base_url=self.forwarder.upstream, api_key=self.forwarder.token)
+        for name, value in values.items():
+            setattr(self.config.RLMConfig, name, value)
+            if name in self.config.get("RLMKernel", {}):  # c.RLMKernel.* comes first: replace it
+                setattr(self.config.RLMKernel, name, value)
 
     def _stop_forwarder(self) -> None:
         if self.forwarder is not None:
@@ -231,7 +280,3 @@ def _private_tmpdir() -> str:
 
 def launch(argv: list[str] | None = None) -> None:
     SandboxedKernelApp.launch_instance(argv=argv)
-
-
-if __name__ == "__main__":
-    launch()

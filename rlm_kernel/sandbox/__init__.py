@@ -45,9 +45,10 @@ from . import landlock, privileges, seccomp
 from .environment import scrub
 from .landlock import FS, NET
 from .policy import Policy, PolicyError, endpoint_ports, kernel_policy
+from .settings import LaunchSettings
 
-__all__ = ["SandboxUnavailable", "Policy", "PolicyError", "kernel_policy", "endpoint_ports", "Report", "probe",
-           "enter", "seal", "apply", "MIN_ABI"]
+__all__ = ["SandboxUnavailable", "Policy", "PolicyError", "kernel_policy", "endpoint_ports",
+           "LaunchSettings", "Report", "probe", "enter", "seal", "apply", "MIN_ABI"]
 
 MIN_ABI = 4  # TCP port rules; below it the network would be open
 _READ = FS.READ_FILE | FS.READ_DIR | FS.EXECUTE

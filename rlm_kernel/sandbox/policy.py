@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .settings import WORKDIR_ENV
+
 __all__ = ["Policy", "PolicyError", "kernel_policy", "endpoint_ports"]
 
 # Read-only system locations: programs and shared libraries (``sh`` and what model code runs).
@@ -154,7 +156,7 @@ def kernel_policy(*, workdir: str, tmpdir: str, read: Iterable[str] = (),
         raise PolicyError(
             f"the sandbox's working folder would be {workdir}, which is (or holds) your home "
             "folder, and model code may read and write its working folder; start the kernel in a "
-            "project folder (open the notebook from one) or name one with RLM_SANDBOX_WORKDIR")
+            f"project folder (open the notebook from one) or name one with {WORKDIR_ENV}")
     read = list(read)
     for p in read:
         if not os.path.exists(p):
