@@ -17,6 +17,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+
+def _unsupported() -> str | None:
+    """Why this machine cannot run the sandbox (tests that need it skip, saying so), or None."""
+    from rlm_kernel.sandbox import SandboxUnavailable, probe
+
+    try:
+        probe()
+    except SandboxUnavailable as exc:
+        return f"no sandbox on this machine: {exc}"
+    return None
+
+
+#: None where the sandbox runs (Linux >= 6.7 with Landlock, x86_64/aarch64: CI, this project's VM)
+UNSUPPORTED = _unsupported()
 CORPUS = json.loads((Path(__file__).parent / "data" / "sandbox_hostile.json").read_text())["cases"]
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nPLANTED-PRIVATE-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
 AWS = "[default]\naws_access_key_id = AKIAPLANTED\naws_secret_access_key = PLANTED-AWS-SECRET\n"

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_world import CORPUS, World
+from sandbox_world import CORPUS, UNSUPPORTED, World
 from support import TEST_KEY
 
 from rlm_kernel import sandbox
 from rlm_kernel.sandbox import PolicyError, SandboxUnavailable, endpoint_ports, kernel_policy
 
 ROOT = Path(__file__).resolve().parent.parent
+needs_sandbox = pytest.mark.skipif(UNSUPPORTED is not None, reason=str(UNSUPPORTED))
 
 HARNESS = r"""
 import contextlib, io, json, sys
@@ -127,6 +128,7 @@ def outside(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return _run(world, snippets, sandboxed=False, tmp=tmp_path_factory.mktemp("plain-tmp"))
 
 
+@needs_sandbox
 @pytest.mark.parametrize("case", CORPUS, ids=[c["name"] for c in CORPUS])
 def test_each_hostile_attempt_fails_in_the_sandbox(case: dict[str, Any], inside: dict[str, Any],
                                                   world: World) -> None:
@@ -144,11 +146,13 @@ def test_each_hostile_attempt_succeeds_without_the_sandbox(case: dict[str, Any],
     assert case["unsandboxed"]["prints"] in got["out"]
 
 
+@needs_sandbox
 @pytest.mark.parametrize("name", list(NEEDED))
 def test_what_model_code_needs_still_works_in_the_sandbox(name: str, inside: dict[str, Any]) -> None:
     assert inside[name]["raised"] is None, inside[name]
 
 
+@needs_sandbox
 @pytest.mark.parametrize("name", list(SANDBOX_ONLY_DENIED))
 def test_sockets_landlock_cannot_see_are_refused_by_seccomp(name: str, inside: dict[str, Any]) -> None:
     got = inside[name]
@@ -159,6 +163,7 @@ def test_sockets_landlock_cannot_see_are_refused_by_seccomp(name: str, inside: d
         assert "Operation not permitted" in got["msg"] or "Permission denied" in got["msg"]
 
 
+@needs_sandbox
 def test_secrets_leave_the_environment_and_home_and_temp_are_private(inside: dict[str, Any],
                                                                      world: World) -> None:
     env = json.loads(inside["env"]["out"])
@@ -169,6 +174,7 @@ def test_secrets_leave_the_environment_and_home_and_temp_are_private(inside: dic
     assert env["cwd"] == str(world.work)
 
 
+@needs_sandbox
 def test_a_root_kernel_gives_up_every_capability(inside: dict[str, Any],
                                                   outside: dict[str, Any]) -> None:
     assert int(inside["caps"]["out"]) == 0
@@ -176,6 +182,7 @@ def test_a_root_kernel_gives_up_every_capability(inside: dict[str, Any],
         assert int(outside["caps"]["out"]) != 0
 
 
+@needs_sandbox
 def test_the_sandbox_refuses_a_kernel_without_the_landlock_abi_it_needs(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     before = dict(os.environ)
@@ -185,6 +192,7 @@ def test_the_sandbox_refuses_a_kernel_without_the_landlock_abi_it_needs(tmp_path
     assert dict(os.environ) == before  # nothing was changed
 
 
+@needs_sandbox
 def test_the_sandbox_refuses_to_start_once_other_threads_run(tmp_path: Path) -> None:
     code = (
         "import threading, time\n"

@@ -307,7 +307,9 @@ async def _main(listener: socket.socket, stdin: Any) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kernel's interrupts are not for us
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "prctl"):  # Linux: die with the kernel (its closed stdin says so anyway)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     listener = socket.socket(fileno=int(sys.argv[1]))
     with open(0, "rb", buffering=0, closefd=False) as stdin:
         asyncio.run(_main(listener, stdin))

@@ -67,13 +67,14 @@ class Policy:
     notes: tuple[str, ...] = field(default=())
 
     def summary(self) -> str:
-        """One paragraph for the kernel banner and ``%rlm config``: what model code can reach."""
+        """One paragraph for the kernel banner and log: what model code can reach."""
         ports = ", ".join(str(p) for p in self.connect_ports if p not in self.bind_ports)
-        given = f" and {', '.join(self.given)}" if self.given else ""
-        return (f"model code can read the Python environment, system libraries{given}; write "
-                f"only {self.workdir} and {self.tmpdir}; open TCP connections only to port(s) "
-                f"{ports or '(none)'} on any host; UDP {'allowed (DNS)' if self.allow_udp else 'blocked'}"
-                "; unix sockets by path, signals to other processes and capabilities blocked")
+        reads = ["the Python environment", "system libraries", self.workdir, *self.given]
+        udp = "allowed (DNS)" if self.allow_udp else "blocked"
+        return (f"model code reads only {', '.join(reads[:-1])} and {reads[-1]}; writes only "
+                f"{self.workdir} and {self.tmpdir}; connects only to TCP port(s) "
+                f"{ports or '(none)'} (any address); UDP {udp}; unix sockets by path, signals "
+                "to other processes and capabilities blocked")
 
 
 def _within(path: str, folder: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import unittest
 
 import jupyter_kernel_test
+from sandbox_world import UNSUPPORTED
 
 
 class RLMKernelConformance(jupyter_kernel_test.KernelTests):
@@ -54,6 +55,7 @@ class RLMKernelConformance(jupyter_kernel_test.KernelTests):
         self.assertEqual(reply["content"]["implementation"], "rlm_kernel")
 
 
+@unittest.skipIf(UNSUPPORTED is not None, str(UNSUPPORTED))
 class RLMSandboxedKernelConformance(RLMKernelConformance):
     """The same, in the sandbox: completion, inspection, history (kept in memory), rich output."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from sandbox_world import CORPUS, SSH_KEY, World
+from sandbox_world import CORPUS, SSH_KEY, UNSUPPORTED, World
 from support import TEST_KEY, repl_block, scripted_env
 
 from rlm_kernel.kernelspec import SANDBOXED_KERNEL_NAME
@@ -27,6 +27,7 @@ from rlm_kernel.prompts import SANDBOX_NOTE
 from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 
 SANDBOXED = SANDBOXED_KERNEL_NAME
+needs_sandbox = pytest.mark.skipif(UNSUPPORTED is not None, reason=str(UNSUPPORTED))
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def _hostile_run(kernel_factory: Any, world: World, server: ScriptedServer,
     return _steps(k.mirror.cells), finish
 
 
+@needs_sandbox
 def test_every_hostile_attempt_fails_in_the_sandbox_and_the_run_goes_on(
         kernel_factory, world, server) -> None:
     steps, finish = _hostile_run(kernel_factory, world, server, SANDBOXED)
@@ -101,6 +103,7 @@ def test_the_same_attempts_succeed_in_the_plain_kernel(kernel_factory, world, se
         "written-by-model.txt", "written-by-shell.txt"]
 
 
+@needs_sandbox
 def test_needle_counting_replay_and_resume_in_the_sandboxed_kernel(
         kernel_factory, server, tmp_path, make_haystack, log_context) -> None:
     data, work = tmp_path / "data", tmp_path / "work"
@@ -140,6 +143,7 @@ def test_needle_counting_replay_and_resume_in_the_sandboxed_kernel(
     assert server.model.stats.requests == requests  # every call came from the record
 
 
+@needs_sandbox
 def test_the_key_stays_out_of_the_kernel_and_the_endpoint_is_fixed(kernel_factory, server,
                                                                   tmp_path) -> None:
     k = kernel_factory(scripted_env(server.base_url), cwd=str(tmp_path), kernel_name=SANDBOXED)
@@ -170,6 +174,7 @@ def _system_prompt_of_a_run(k: Any) -> str:
     return k.run(code).outputs_text
 
 
+@needs_sandbox
 def test_stop_and_interrupt_work_in_the_sandboxed_kernel(kernel_factory, tmp_path) -> None:
     srv = ScriptedServer(ScriptedModel(latency=2.0, root_replies=[
         "```repl\nimport time\ntime.sleep(60)\n```", "FINAL(x)"]), host="127.0.0.1", port=0)
@@ -222,6 +227,7 @@ def test_a_kernel_that_cannot_be_sandboxed_runs_nothing_and_says_why(kernel_fact
         assert "home folder" in ran.reply["evalue"] and "ran" not in ran.outputs_text
 
 
+@needs_sandbox
 def test_the_kernelspec_through_an_explicit_provisioner_starts_sandboxed(tmp_path,
                                                                         monkeypatch) -> None:
     """The route Enterprise Gateway and gateway_provisioners take: a kernelspec naming its
@@ -253,6 +259,7 @@ def test_the_kernelspec_through_an_explicit_provisioner_starts_sandboxed(tmp_pat
         km.shutdown_kernel(now=True)
 
 
+@needs_sandbox
 def test_rlm_kernel_run_sandbox_records_the_run_and_replays_it_offline(tmp_path, server,
                                                                        log_context) -> None:
     log = tmp_path / "app.log"
