@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -231,3 +232,28 @@ def test_the_sandboxed_session_keeps_its_endpoint_and_hands_a_typed_key_on(upstr
     for change in ({"base_url": upstream.url}, {"api_key": "sk-x-0123456789"}):
         with pytest.raises(ConfigError, match="scripted model"):
             scripted.admit(change)
+
+
+def test_the_sandbox_temp_folder_goes_when_the_kernel_dies_even_killed(tmp_path: Path) -> None:
+    """A forced shutdown SIGKILLs the kernel (its process group): the forwarder, in a session of
+    its own, is told by the parent-death signal and removes the folder the kernel could not."""
+    folder = tmp_path / "rlm-sandbox-x"
+    (folder / "home").mkdir(parents=True)
+    code = ("import sys, time\nfrom rlm_kernel.sandbox import forwarder\n"
+            f"fw = forwarder.start('', '', cleanup={str(folder)!r})\n"
+            "print(fw.process.pid, flush=True)\ntime.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(500):  # bounded: the child removes the folder, then exits
+        if not folder.exists():
+            break
+        select.select([], [], [], 0.02)
+    assert not folder.exists()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(500):
+            os.kill(child, 0)
+            select.select([], [], [], 0.02)

@@ -16,9 +16,7 @@ cell fails with the reason and no code runs. It never runs model code unsandboxe
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,8 +130,8 @@ class RLMSandboxedKernel(RLMKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         app = self.parent
-        self.pool.gate = ForwarderGate(app.forwarder if isinstance(app, SandboxedKernelApp)
-                                       else None)
+        fw = app.forwarder if isinstance(app, SandboxedKernelApp) else None
+        self.pool.gate = ForwarderGate(fw if fw is not None and fw.url else None)
 
     @property
     def banner(self) -> str:  # type: ignore[override]
@@ -226,14 +224,17 @@ class SandboxedKernelApp(IPKernelApp):
             ipc_dirs.append(os.path.dirname(self.ip))
         launch_settings = sandbox.LaunchSettings.from_environ(os.environ)
         cfg = self._session_settings()
-        if not cfg.scripted:
-            # Started before the sandbox, so outside it: it alone holds the key and the network.
-            self.forwarder = forwarder.start(cfg.base_url or DEFAULT_ENDPOINT, cfg.api_key)
+        tmpdir = tempfile.mkdtemp(prefix="rlm-sandbox-")
+        # Started before the sandbox, so outside it: it alone holds the key and reaches the
+        # endpoint (none for the scripted model), and it removes ``tmpdir`` once the kernel is gone.
+        fw = forwarder.start("" if cfg.scripted else cfg.base_url or DEFAULT_ENDPOINT,
+                             cfg.api_key, cleanup=tmpdir)
+        self.forwarder = fw
         try:
             policy = sandbox.kernel_policy(
-                workdir=launch_settings.workdir or os.getcwd(), tmpdir=_private_tmpdir(),
+                workdir=launch_settings.workdir or os.getcwd(), tmpdir=tmpdir,
                 read=launch_settings.read, kernel_files=[self.abs_connection_file],
-                endpoints=[self.forwarder.url] if self.forwarder else [],
+                endpoints=[fw.url] if fw.url else [],
                 kernel_ports=ports if self.transport == "tcp" else (), ipc_dirs=ipc_dirs,
                 keep_env=launch_settings.keep_env)
             self._hand_over(cfg)
@@ -259,7 +260,7 @@ class SandboxedKernelApp(IPKernelApp):
         """What the kernel's settings say once the environment is scrubbed: the real endpoint
         (trajectories record it), the forwarder's token for a key, and that it is sandboxed."""
         values: dict[str, Any] = {"sandboxed": True}
-        if self.forwarder is not None:
+        if self.forwarder is not None and self.forwarder.url:
             values.update(base_url=self.forwarder.upstream, api_key=self.forwarder.token)
         for name, value in values.items():
             setattr(self.config.RLMConfig, name, value)
@@ -270,12 +271,6 @@ class SandboxedKernelApp(IPKernelApp):
         if self.forwarder is not None:
             self.forwarder.control.close()  # its stdin closes: it exits
             self.forwarder = None
-
-
-def _private_tmpdir() -> str:
-    path = tempfile.mkdtemp(prefix="rlm-sandbox-")
-    atexit.register(shutil.rmtree, path, True)
-    return path
 
 
 def launch(argv: list[str] | None = None) -> None:

@@ -12,11 +12,16 @@ kernel connect to that one port only. So model code
 - needs no DNS and no UDP (the forwarder resolves names).
 
 Other local users cannot borrow the key through the forwarder: every request must carry the
-token. The forwarder exits when the kernel does (its stdin closes; ``PR_SET_PDEATHSIG`` too).
+token. The forwarder exits when the kernel does (``PR_SET_PDEATHSIG``, and its stdin closes); it
+runs in a session of its own, so a forced shutdown that kills the kernel's process group does not
+kill it first. On its way out it removes the sandbox's private temporary folder, which the kernel
+cannot (removing a folder of ``/tmp`` is a right the sandbox withholds). A kernel with no endpoint
+(the scripted model) still gets one, for that last job only.
 
-Protocol: the forwarder inherits a listening socket (its fd number is ``argv[1]``) and reads one
-JSON line on stdin: ``{"upstream": base_url, "key": api_key, "token": token}``; a later line
-``{"key": ...}`` replaces the key (``%rlm config api_key`` in the sandboxed kernel).
+Protocol: the forwarder inherits a listening socket (its fd number is ``argv[1]``; ``-1``: none)
+and reads one JSON line on stdin: ``{"upstream": base_url, "key": api_key, "token": token,
+"cleanup": folder}``; a later line ``{"key": ...}`` replaces the key (``%rlm config api_key`` in
+the sandboxed kernel).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,7 +58,8 @@ _ENV = ("PATH", "PYTHONPATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUND
 
 @dataclass
 class Forwarder:
-    """The kernel's side: where to send requests, and with which token."""
+    """The kernel's side: where to send requests, and with which token (``url`` is empty when
+    there is no endpoint to forward to)."""
 
     url: str  # http://127.0.0.1:PORT/<upstream path>: the kernel's base_url
     port: int
@@ -66,31 +73,38 @@ class Forwarder:
         self.control.flush()
 
 
-def start(upstream: str, key: str) -> Forwarder:
-    """Start the forwarder for ``upstream`` (a base URL) holding ``key``; no threads are made."""
-    parts = urlsplit(upstream)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the model endpoint {upstream!r} is not an http(s) URL")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    port = int(listener.getsockname()[1])
+def start(upstream: str, key: str, *, cleanup: str = "") -> Forwarder:
+    """Start the forwarder for ``upstream`` (a base URL; empty: none) holding ``key``, and
+    removing the folder ``cleanup`` when it exits. It makes no thread in this process."""
+    listener = None
+    path = ""
+    if upstream:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the model endpoint {upstream!r} is not an http(s) URL")
+        path = parts.path.rstrip("/")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(256)
+    port = int(listener.getsockname()[1]) if listener else 0
     token = "rlm-sandbox-" + secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if k in _ENV}
+    fd = listener.fileno() if listener else -1
     try:
         # By file, not ``-m``: it needs only the standard library (and httpx2 for TLS), not the
         # whole package, so it is up sooner.
-        proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(listener.fileno())],
-            stdin=subprocess.PIPE, pass_fds=[listener.fileno()], env=env)
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(fd)],
+                                stdin=subprocess.PIPE, pass_fds=[fd] if listener else [],
+                                env=env, start_new_session=True)
     finally:
-        listener.close()  # the forwarder has its own copy
+        if listener:
+            listener.close()  # the forwarder has its own copy
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps({"upstream": upstream, "key": key, "token": token}).encode() + b"\n")
+    config = {"upstream": upstream, "key": key, "token": token, "cleanup": cleanup}
+    proc.stdin.write(json.dumps(config).encode() + b"\n")
     proc.stdin.flush()
-    path = parts.path.rstrip("/")
-    return Forwarder(url=f"http://127.0.0.1:{port}{path}", port=port, token=token,
-                     upstream=upstream, process=proc, control=proc.stdin)
+    return Forwarder(url=f"http://127.0.0.1:{port}{path}" if listener else "", port=port,
+                     token=token, upstream=upstream, process=proc, control=proc.stdin)
 
 
 # ------------------------------------------------------------------------ the forwarder process
@@ -292,27 +306,46 @@ async def _exchange(state: _State, method: bytes, target: bytes,
         await asyncio.gather(sending, hangup, return_exceptions=True)
 
 
-async def _main(listener: socket.socket, stdin: Any) -> None:
+async def _main(listener: socket.socket | None, stdin: Any, config: dict[str, str]) -> None:
     loop = asyncio.get_running_loop()
     control = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(control), stdin)
-    state = _State(json.loads(await control.readline()))
-    server = await asyncio.start_server(lambda r, w: _serve(state, r, w), sock=listener,
-                                        limit=_MAX_HEAD)
-    async with server:
+    config.update(json.loads(await control.readline()))
+    server, state = None, None
+    if listener is not None:
+        state = _State(config)
+        server = await asyncio.start_server(lambda r, w: _serve(state, r, w), sock=listener,
+                                            limit=_MAX_HEAD)
+    try:
         while line := await control.readline():  # EOF: the kernel is gone
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                state.key = str(json.loads(line)["key"])
+                key = str(json.loads(line)["key"])
+                if state is not None:
+                    state.key = key
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kernel's interrupts are not for us
+    signal.signal(signal.SIGTERM, _exit)  # the kernel died (or a shutdown): clean up, then go
     libc = ctypes.CDLL(None)
-    if hasattr(libc, "prctl"):  # Linux: die with the kernel (its closed stdin says so anyway)
+    if hasattr(libc, "prctl"):  # Linux: told when the kernel dies (its closed stdin says so too)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    listener = socket.socket(fileno=int(sys.argv[1]))
-    with open(0, "rb", buffering=0, closefd=False) as stdin:
-        asyncio.run(_main(listener, stdin))
+    fd = int(sys.argv[1])
+    listener = socket.socket(fileno=fd) if fd >= 0 else None
+    config: dict[str, str] = {}
+    try:
+        with open(0, "rb", buffering=0, closefd=False) as stdin:
+            asyncio.run(_main(listener, stdin, config))
+    finally:
+        if config.get("cleanup"):
+            shutil.rmtree(config["cleanup"], ignore_errors=True)
 
 
 if __name__ == "__main__":
