@@ -33,7 +33,7 @@ def _unsupported() -> str | None:
 UNSUPPORTED = _unsupported()
 CORPUS = json.loads((Path(__file__).parent / "data" / "sandbox_hostile.json").read_text())["cases"]
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nPLANTED-PRIVATE-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
-AWS = "[default]\naws_access_key_id = AKIAPLANTED\naws_secret_access_key = PLANTED-AWS-SECRET\n"
+AWS = "[default]\naws_access_key_id = AKIAPLANTED\naws_secret_access_key = PLANTED-AWS-CREDENTIAL\n"
 
 
 ANSWER = json.dumps({"object": "chat.completion", "choices": [{"index": 0, "message": {

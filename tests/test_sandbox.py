@@ -97,7 +97,7 @@ def _run(world: World, snippets: dict[str, str], *, sandboxed: bool, tmp: Path) 
             "endpoint": world.endpoint_url, "home": str(world.home), "snippets": fill}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
            "HOME": str(world.home), "OPENAI_API_KEY": TEST_KEY,
-           "AWS_SECRET_ACCESS_KEY": "PLANTED-AWS-SECRET", "GITHUB_TOKEN": "ghp_PLANTED"}
+           "AWS_SECRET_ACCESS_KEY": "PLANTED-AWS-CREDENTIAL", "GITHUB_TOKEN": "ghp_PLANTED"}
     proc = subprocess.run([sys.executable, "-c", HARNESS, json.dumps(spec)], env=env,
                           cwd=world.work, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
