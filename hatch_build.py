@@ -1,8 +1,9 @@
-"""Build hook: write the ``rlm`` kernelspec that the wheel installs to share/jupyter/kernels/rlm.
+"""Build hook: write the kernelspecs the wheel installs to share/jupyter/kernels/ (``rlm`` and
+``rlm-sandboxed``).
 
-It is generated from :mod:`rlm_kernel.kernelspec` (loaded by path: the package's dependencies are
-not installed while building), with the logos of ``kernelspec/``, so the spec is declared in one
-place. ipykernel ships its own kernelspec the same way.
+They are generated from :mod:`rlm_kernel.kernelspec` (loaded by path: the package's dependencies
+are not installed while building), with the logos of ``kernelspec/``, so each spec is declared in
+one place. ipykernel ships its own kernelspec the same way.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ class KernelspecHook(BuildHookInterface):
         spec.loader.exec_module(module)
         if OUT.exists():
             shutil.rmtree(OUT)
-        OUT.mkdir(parents=True)
-        for logo in (HERE / "kernelspec").glob("logo-*"):
-            shutil.copy(logo, OUT / logo.name)
-        (OUT / "kernel.json").write_text(json.dumps(module.kernel_json("python"), indent=2) + "\n")
-        build_data["shared_data"][str(OUT)] = f"share/jupyter/kernels/{module.KERNEL_NAME}"
+        for name in module.KERNELS:
+            out = OUT / name
+            out.mkdir(parents=True)
+            for logo in (HERE / "kernelspec").glob("logo-*"):
+                shutil.copy(logo, out / logo.name)
+            spec = module.kernel_json("python", sandboxed=name == module.SANDBOXED_KERNEL_NAME)
+            (out / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+            build_data["shared_data"][str(out)] = f"share/jupyter/kernels/{name}"

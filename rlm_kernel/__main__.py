@@ -1,5 +1,6 @@
-"""``python -m rlm_kernel -f CONNECTION`` launches the kernel; ``python -m rlm_kernel install``
-installs its kernelspec; any other first word is an ``rlm-kernel`` CLI command."""
+"""``python -m rlm_kernel -f CONNECTION`` launches the kernel (``--sandbox -f CONNECTION``: the
+sandboxed kernel, docs/sandbox.md); ``python -m rlm_kernel install`` installs the kernelspecs; any
+other first word is an ``rlm-kernel`` CLI command."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ def main() -> None:
         from .cli import main as cli_main
 
         raise SystemExit(cli_main(argv))
+    from .kernelspec import SANDBOX_FLAG
+
+    if SANDBOX_FLAG in argv:
+        from .kernel.sandboxed import launch
+
+        launch([a for a in argv if a != SANDBOX_FLAG])
+        return
     from ipykernel.kernelapp import IPKernelApp
 
     from .kernel import RLMKernel

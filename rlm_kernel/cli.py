@@ -37,6 +37,18 @@ def _run_parser(sub: Any) -> None:
     add_setting_options(p, "cli")
     p.add_argument("--scripted-latency", type=float, help=argparse.SUPPRESS)
     p.add_argument("--output", default="trajectory.ipynb", help="trajectory notebook to write")
+    _sandbox_args(p)
+
+
+def _sandbox_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sandbox", action="store_true",
+                   help="run in the sandboxed kernel: model code reads only the Python "
+                        "environment, the context and the working folder, writes only there, "
+                        "reaches no network but the model (docs/sandbox.md)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="with --sandbox: the working folder (default: a fresh temporary one)")
+    p.add_argument("--read", metavar="PATH", action="append", default=[],
+                   help="with --sandbox: another file or folder model code may read (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OPENAI_BASE_URL, the embedded scripted demonstration model answers.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("install", help="install the 'rlm' kernelspec")
+    p = sub.add_parser("install", help="install the 'rlm' and 'rlm-sandboxed' kernelspecs")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true")
     where.add_argument("--sys-prefix", action="store_true")
@@ -61,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay a trajectory you did not write without being asked (read its "
                         "code first: replaying runs it)")
     p.add_argument("--output", help="write the replayed trajectory here")
+    _sandbox_args(p)
     p = sub.add_parser("fork", help="branch a recorded run at a step, headless: its steps up to "
                        "--at are re-executed from the record (nothing paid), the rest runs live "
                        "with the settings given")
@@ -75,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "steps are re-executed)")
     add_setting_options(p, "cli")
     p.add_argument("--output", help="notebook to write (default: the notebook itself)")
+    _sandbox_args(p)
     p = sub.add_parser("serve-scripted", help="serve the scripted model over HTTP on 127.0.0.1")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("export", help="print a trajectory notebook's runs as JSON records")
@@ -161,7 +175,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cells = [f"%rlm resume --trust {shlex.quote(os.path.abspath(args.resume))}"]
         output = args.output if args.output != "trajectory.ipynb" else args.resume
         original = nbformat.read(args.resume, as_version=4)
-        return _headless(values, cells, output, initial=[dict(c) for c in original.cells])
+        return _headless(values, cells, output, initial=[dict(c) for c in original.cells],
+                         sandbox=_sandbox(args, _trajectory_files(original, args.resume)))
     if not args.context or args.query is None:
         return _fail("run needs --context FILE and --query TEXT (or --resume PATH.ipynb)", 2)
     if not os.path.exists(args.context):
@@ -170,7 +185,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _fail("the query is empty; pass --query 'your question'", 2)
     setup = [f"%rlm load {shlex.quote(os.path.abspath(args.context))}"]
     head = f"%%rlm {_rlm_options(values)}".rstrip()
-    return _headless(values, [*setup, f"{head}\n{args.query}"], args.output)
+    return _headless(values, [*setup, f"{head}\n{args.query}"], args.output,
+                     sandbox=_sandbox(args, [args.context]))
+
+
+def _sandbox(args: argparse.Namespace, files: list[str]) -> Any:
+    """The sandboxed kernel's launch settings for this command, or None without ``--sandbox``:
+    model code may read the command's own files (context, trajectory) and ``--read`` ones."""
+    if not getattr(args, "sandbox", False):
+        return None
+    from .sandbox import LaunchSettings
+
+    paths = [os.path.abspath(p) for p in [*files, *args.read]]
+    workdir = os.path.abspath(args.workdir) if args.workdir else ""
+    return LaunchSettings(workdir=workdir, read=tuple(dict.fromkeys(paths)))
+
+
+def _trajectory_files(nb: Any, path: str) -> list[str]:
+    """A trajectory and the context files its runs read (replay, resume and fork reload them)."""
+    from .notebook import runs_from_notebook
+
+    sources = [run.context.source.partition("#dpi=")[0]
+               for run in runs_from_notebook(nb).values()]
+    return [path, *(s for s in sources if s and not s.startswith("variable:")
+                    and os.path.exists(s))]
 
 
 def _consent(path: str, trusted: bool) -> str | None:
@@ -214,9 +252,12 @@ def _output_problem(path: str | None) -> str | None:
 
 def _headless(values: dict[str, Any], cells: list[str], output: str | None,
               banner: bool = True, initial: list[dict[str, Any]] | None = None,
-              record: bool | None = None, after: str | None = None) -> int:
+              record: bool | None = None, after: str | None = None, sandbox: Any = None) -> int:
+    import shutil
+    import tempfile
+
     from .config import RLMConfig
-    from .headless import DeadKernelError, HeadlessRunner, error_text, run_sync
+    from .headless import HeadlessRunner
     from .scripted import SCRIPTED_BANNER
 
     problem = _output_problem(output)
@@ -227,7 +268,26 @@ def _headless(values: dict[str, Any], cells: list[str], output: str | None,
     cfg = RLMConfig(**{k: v for k, v in values.items() if k == "base_url"})
     if cfg.scripted and banner:
         print(SCRIPTED_BANNER, file=sys.stderr)
-    runner = HeadlessRunner(env=env, output=output, initial_cells=initial)
+    cwd, scratch = None, None
+    if sandbox is not None:
+        if not sandbox.workdir:  # a fresh working folder, gone with the run
+            scratch = tempfile.mkdtemp(prefix="rlm-workdir-")
+            sandbox = type(sandbox)(workdir=scratch, read=sandbox.read, keep_env=sandbox.keep_env)
+        env.update(sandbox.to_environ())
+        cwd = sandbox.workdir
+    try:
+        runner = HeadlessRunner(env=env, cwd=cwd, output=output, initial_cells=initial,
+                                sandboxed=sandbox is not None)
+        return _drive(runner, cells, output, initial, record, after)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _drive(runner: Any, cells: list[str], output: str | None,
+           initial: list[dict[str, Any]] | None, record: bool | None, after: str | None) -> int:
+    """Run the cells in the runner's kernel; print the answer or one line saying what failed."""
+    from .headless import DeadKernelError, error_text, run_sync
 
     async def main() -> tuple[int, str | None, Any]:
         try:
@@ -299,7 +359,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return _fail(refused, 2)
     code = f"%rlm replay --trust {shlex.quote(os.path.abspath(args.notebook))}"
     os.environ.update({"OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""})  # replay needs no endpoint
-    return _headless({}, [code], args.output, banner=False)
+    sandbox = None
+    if args.sandbox:
+        import nbformat
+
+        nb = nbformat.read(args.notebook, as_version=4)
+        sandbox = _sandbox(args, _trajectory_files(nb, args.notebook))
+    return _headless({}, [code], args.output, banner=False, sandbox=sandbox)
 
 
 def _cmd_fork(args: argparse.Namespace) -> int:
@@ -343,7 +409,8 @@ def _cmd_fork(args: argparse.Namespace) -> int:
         code += " " + options
     return _headless(values, [code], args.output or args.notebook,
                      initial=[dict(c) for c in original.cells], record=True,
-                     after=last[-1] if last else None)
+                     after=last[-1] if last else None,
+                     sandbox=_sandbox(args, _trajectory_files(original, args.notebook)))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -219,6 +219,9 @@ class RLMConfig(Configurable):
     subcalls_enabled = _setting(Bool(
         True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call "
                    "ablation."))
+    sandboxed = _setting(Bool(
+        False, help="The REPL runs in the sandboxed kernel, and the root model's system prompt says "
+                    "what its code cannot do. Set by that kernel (docs/sandbox.md)."))
     panel = _setting(Bool(
         True, help="Show the live run widget in the query cell when no front-end mirrors the run."),
         replay=False)

@@ -74,7 +74,7 @@ def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(run.context, config.sub_window,
                                                     config.subcalls_enabled,
-                                                    config.image_max_edge)},
+                                                    config.image_max_edge, config.sandboxed)},
         {"role": "user", "content": first_user_message(run.query, run.context, config.max_steps)},
     ]
     for step in run.steps:

@@ -40,7 +40,7 @@ from traitlets import Float, Unicode
 
 from . import cells
 from .config import redact
-from .kernelspec import KERNEL_NAME, kernel_json, notebook_kernelspec
+from .kernelspec import SANDBOXED_KERNEL_NAME, kernel_json, kernel_name, notebook_kernelspec
 from .mirror import NotebookMirror
 from .notebook import write_notebook
 
@@ -74,10 +74,11 @@ class CellAwareClient(AsyncKernelClient):
 
 
 class _ThisPythonSpecs(KernelSpecManager):
-    """Always the ``rlm`` kernel of this interpreter: no kernelspec install needed."""
+    """Always the ``rlm`` (or ``rlm-sandboxed``) kernel of this interpreter: no install needed."""
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(name=KERNEL_NAME, **kernel_json())
+        return KernelSpec(name=kernel_name,
+                          **kernel_json(sandboxed=kernel_name == SANDBOXED_KERNEL_NAME))
 
 
 @dataclass
@@ -109,10 +110,11 @@ class HeadlessRunner(NotebookClient):
 
     def __init__(self, *, env: dict[str, str] | None = None, cwd: str | None = None,
                  output: str | None = None, initial_cells: list[dict[str, Any]] | None = None,
-                 **kwargs: Any) -> None:
+                 sandboxed: bool = False, **kwargs: Any) -> None:
         nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = notebook_kernelspec()
-        km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPythonSpecs(),
+        nb.metadata["kernelspec"] = notebook_kernelspec(sandboxed)
+        name = kernel_name(sandboxed)
+        km = AsyncKernelManager(kernel_name=name, kernel_spec_manager=_ThisPythonSpecs(),
                                 transport="ipc", client_class=f"{__name__}.CellAwareClient")
         # IPC socket paths are relative to each process's cwd unless absolute; local only, and no
         # unencrypted-TCP warning on every run.
@@ -120,9 +122,9 @@ class HeadlessRunner(NotebookClient):
         self.kernel_log = f"{km.ip}.log"  # the kernel's stdout and stderr
         kwargs.setdefault("timeout", None)
         kwargs.setdefault("iopub_timeout", 2)
-        super().__init__(nb, km=km, kernel_name=KERNEL_NAME, allow_errors=True, **kwargs)
+        super().__init__(nb, km=km, kernel_name=name, allow_errors=True, **kwargs)
         self.output_path = output
-        self.mirror = NotebookMirror(initial_cells)
+        self.mirror = NotebookMirror(initial_cells, sandboxed=sandboxed)
         self._env = {**os.environ, **(env or {})}
         self._cwd = cwd or os.getcwd()
         self.comm_id = uuid.uuid4().hex
@@ -317,7 +319,7 @@ def _write_json(mirror: NotebookMirror, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     nb = {"nbformat": 4, "nbformat_minor": 5, "cells": mirror.cells,
-          "metadata": {"kernelspec": notebook_kernelspec(), "language_info": {"name": "python"}}}
+          "metadata": {"kernelspec": mirror.kernelspec, "language_info": {"name": "python"}}}
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

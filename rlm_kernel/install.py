@@ -1,4 +1,5 @@
-"""Installing the ``rlm`` kernelspec: ``python -m rlm_kernel install [--user|--sys-prefix|--prefix P]``."""
+"""Installing the kernelspecs (``rlm`` and ``rlm-sandboxed``):
+``python -m rlm_kernel install [--user|--sys-prefix|--prefix P]``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tempfile
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-from .kernelspec import DISPLAY_NAME, KERNEL_NAME, kernel_json
+from .kernelspec import KERNELS, SANDBOXED_KERNEL_NAME, kernel_json
 
 __all__ = ["install", "main"]
 
@@ -27,25 +28,27 @@ def _logo_dir() -> str | None:
     return None
 
 
-def install(user: bool = False, prefix: str | None = None) -> str:
-    """Write the kernelspec (with logos) and return where it went."""
-    with tempfile.TemporaryDirectory() as td:
-        os.chmod(td, 0o755)
-        logos = _logo_dir()
-        if logos:
-            for name in os.listdir(logos):
-                if name.startswith("logo"):
-                    shutil.copy(os.path.join(logos, name), td)
-        with open(os.path.join(td, "kernel.json"), "w") as f:
-            json.dump(kernel_json(), f, indent=2)
-        return KernelSpecManager().install_kernel_spec(
-            td, KERNEL_NAME, user=user, prefix=prefix
-        )
+def install(user: bool = False, prefix: str | None = None) -> list[str]:
+    """Write every kernelspec (with logos) and return where each went."""
+    paths = []
+    for name in KERNELS:
+        with tempfile.TemporaryDirectory() as td:
+            os.chmod(td, 0o755)
+            logos = _logo_dir()
+            if logos:
+                for logo in os.listdir(logos):
+                    if logo.startswith("logo"):
+                        shutil.copy(os.path.join(logos, logo), td)
+            with open(os.path.join(td, "kernel.json"), "w") as f:
+                json.dump(kernel_json(sandboxed=name == SANDBOXED_KERNEL_NAME), f, indent=2)
+            paths.append(KernelSpecManager().install_kernel_spec(
+                td, name, user=user, prefix=prefix))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rlm_kernel install",
-                                description="Install the RLM kernelspec.")
+                                description="Install the RLM kernelspecs.")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="for this user (~/.local/share/jupyter)")
     where.add_argument("--sys-prefix", action="store_true", help=f"into {sys.prefix}")
@@ -53,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     user = args.user or (not prefix and not _writable_system())
-    path = install(user=user, prefix=prefix)
-    print(f"Installed kernelspec {KERNEL_NAME!r} ({DISPLAY_NAME}) in {path}")
+    for (name, display), path in zip(KERNELS.items(), install(user=user, prefix=prefix),
+                                     strict=True):
+        print(f"Installed kernelspec {name!r} ({display}) in {path}")
     return 0
 
 

@@ -20,8 +20,10 @@ __all__ = ["NotebookMirror"]
 
 
 class NotebookMirror:
-    def __init__(self, initial: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, initial: list[dict[str, Any]] | None = None, *,
+                 sandboxed: bool = False) -> None:
         self.cells: list[dict[str, Any]] = [dict(c) for c in initial or []]
+        self.kernelspec = notebook_kernelspec(sandboxed)  # the kernel the notebook re-opens on
         self.finished: dict[str, dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.applied = 0
@@ -164,7 +166,7 @@ class NotebookMirror:
         import nbformat
 
         nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = notebook_kernelspec()
+        nb.metadata["kernelspec"] = dict(self.kernelspec)
         nb.metadata["language_info"] = {"name": "python"}
         nb.cells = [nbformat.from_dict(c) for c in self.cells]
         if validate:

@@ -431,7 +431,9 @@ def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
 
     all_runs = all_runs or {r.run_id: r for r in runs}
     nb = new_notebook()
-    nb.metadata["kernelspec"] = notebook_kernelspec()
+    # A trajectory recorded in the sandboxed kernel re-opens there.
+    sandboxed = any(r.settings.get("sandboxed") for r in runs)
+    nb.metadata["kernelspec"] = notebook_kernelspec(sandboxed)
     nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
     nb.metadata["rlm"] = {"version": FORMAT_VERSION, "runs": [r.run_id for r in runs]}
     cells: list[dict[str, Any]] = list(extra_cells or [])

@@ -13,6 +13,8 @@ __all__ = [
     "SYSTEM_PROMPT",
     "SUBCALLS_DISABLED_NOTE",
     "IMAGES_NOTE",
+    "SANDBOX_NOTE",
+    "system_prompt",
     "first_user_message",
     "step_feedback",
     "nudge_message",
@@ -66,19 +68,33 @@ shows its size and hash, never its pixels: look at images through sub-calls.
 """
 
 
+SANDBOX_NOTE = (
+    "\nThe REPL runs in a sandbox, and so does every program your code starts. Your code can read "
+    "only the Python environment, `context` and its source files, and the working folder; it can "
+    "write only the working folder and the temporary folder; it cannot open network connections "
+    "(`llm`, `llm_batch` and `rlm` are the only way to reach a model); the environment holds no "
+    "keys or secrets. Anything else fails with PermissionError: do not spend steps trying.\n"
+)
+
+
 def system_prompt(context: ContextInfo, sub_window: int = 100_000,
-                  subcalls_enabled: bool = True, image_max_edge: int = 0) -> str:
+                  subcalls_enabled: bool = True, image_max_edge: int = 0,
+                  sandboxed: bool = False) -> str:
     """The system prompt for one run: it names the context's type and size, never its content.
 
-    Only a context that holds images adds :data:`IMAGES_NOTE`: a text context's prompt stays
-    byte-identical, so recorded runs replay and a provider's prefix cache keeps hitting.
+    Only a context that holds images adds :data:`IMAGES_NOTE`, and only a run of the sandboxed
+    kernel :data:`SANDBOX_NOTE` (a recorded setting, so a replay anywhere rebuilds it): any other
+    prompt stays byte-identical, so recorded runs replay and a provider's prefix cache keeps
+    hitting.
     """
     text = SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window)
     if context.images and subcalls_enabled:
         size = (f"each sized down to at most {image_max_edge} pixels a side first"
                 if image_max_edge > 0 else "as they are, not sized down")
         text += IMAGES_NOTE.format(image_size=size)
-    return text if subcalls_enabled else text + SUBCALLS_DISABLED_NOTE
+    if not subcalls_enabled:
+        text += SUBCALLS_DISABLED_NOTE
+    return text + SANDBOX_NOTE if sandboxed else text
 
 
 def first_user_message(query: str, context: ContextInfo, max_steps: int) -> str:

@@ -18,7 +18,7 @@ LAYERS = {
                      "compare"], 1),
     "lm": 2,
     "scripted": 3,
-    **dict.fromkeys(["connect", "repl", "executor", "engine", "mirror", "budgets"], 4),
+    **dict.fromkeys(["connect", "repl", "executor", "engine", "mirror", "budgets", "sandbox"], 4),
     "api": 5,
     **dict.fromkeys(["kernel", "headless", "install"], 6),
     **dict.fromkeys(["evals", "cli", "__main__"], 7),

@@ -100,7 +100,7 @@ class RunDriver:
         return self.pool.client_for(self.config)
 
     def reconfigure(self, **changes: Any) -> None:
-        for name, value in changes.items():
+        for name, value in self.pool.admit(changes).items():
             setattr(self.config, name, value)
         self.session_repl.config = self.config
 

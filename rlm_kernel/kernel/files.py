@@ -15,13 +15,14 @@ from .. import trust
 from ..errors import RLMError
 from ..loaders import load_source
 from ..notebook import query_cell_ids, runs_from_notebook, to_notebook, write_notebook
+from ..sandbox.settings import READ_ENV
 from ..trajectory import ContextInfo, Run
 from .registry import RunRegistry
 
 if TYPE_CHECKING:
     import nbformat
 
-__all__ = ["export", "read_trajectory", "load_context", "session_notebook"]
+__all__ = ["export", "read_trajectory", "load_context", "session_notebook", "unreadable"]
 
 
 def export(registry: RunRegistry, path: str) -> nbformat.NotebookNode:
@@ -49,7 +50,10 @@ def read_trajectory(path: str, *, consent: Callable[[str], bool] | None,
 
     if not os.path.isfile(path):
         raise RLMError(f"no notebook {path!r} (from {os.getcwd()})")
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except PermissionError:
+        raise RLMError(unreadable(path)) from None
     if consent is not None:
         report = trust.review(nb, path)
         if report.needs_consent and not consent(report.summary()):
@@ -80,6 +84,8 @@ def load_context(source: str, expected_sha: str, namespace: dict[str, Any]) -> A
         )
     try:
         context = load_source(source).context
+    except PermissionError:
+        raise RLMError(unreadable(source)) from None
     except (ImportError, ValueError, OSError) as exc:
         raise RLMError(f"the trajectory's context {source!r} could not be loaded again: {exc}"
                        ) from None
@@ -90,6 +96,12 @@ def load_context(source: str, expected_sha: str, namespace: dict[str, Any]) -> A
             f"!= {expected_sha[:12]}); replay needs the same data"
         )
     return context
+
+
+def unreadable(path: str) -> str:
+    """A refused read, said with where the sandboxed kernel may read (the usual cause)."""
+    return (f"permission denied reading {path} (the sandboxed kernel reads only its working "
+            f"folder and the paths in {READ_ENV}: add it there and restart the kernel)")
 
 
 def session_notebook() -> str | None:

@@ -252,6 +252,8 @@ class RLMMagics(Magics):
             raise UsageError(f"no file {path!r} (from {os.getcwd()})")
         try:
             loaded = load_path(path, dpi=dpi)
+        except PermissionError:
+            raise UsageError(files.unreadable(path)) from None
         except (ImportError, ValueError, OSError) as exc:
             raise UsageError(str(exc)) from None
         assert self.shell is not None

@@ -18,8 +18,8 @@ def kernel_factory() -> Iterator[Any]:
     made: list[KernelDriver] = []
 
     def make(env: dict[str, str] | None = None, cwd: str | None = None,
-             log: Any = None) -> KernelDriver:
-        k = KernelDriver(env, cwd, log)
+             log: Any = None, kernel_name: str = "rlm") -> KernelDriver:
+        k = KernelDriver(env, cwd, log, kernel_name=kernel_name)
         made.append(k)
         return k
 

@@ -1,10 +1,12 @@
-"""The ``rlm`` kernel behaves like ipykernel for plain Python (jupyter_kernel_test's conformance)."""
+"""The ``rlm`` kernel, and its sandboxed variant, behave like ipykernel for plain Python
+(jupyter_kernel_test's conformance)."""
 
 from __future__ import annotations
 
 import unittest
 
 import jupyter_kernel_test
+from sandbox_world import UNSUPPORTED
 
 
 class RLMKernelConformance(jupyter_kernel_test.KernelTests):
@@ -51,6 +53,19 @@ class RLMKernelConformance(jupyter_kernel_test.KernelTests):
         reply = self.kc.get_shell_msg(timeout=10)
         self.assertEqual(reply["parent_header"]["msg_id"], msg_id)
         self.assertEqual(reply["content"]["implementation"], "rlm_kernel")
+
+
+@unittest.skipIf(UNSUPPORTED is not None, str(UNSUPPORTED))
+class RLMSandboxedKernelConformance(RLMKernelConformance):
+    """The same, in the sandbox: completion, inspection, history (kept in memory), rich output."""
+
+    kernel_name = "rlm-sandboxed"
+
+    def test_kernel_info_says_it_is_sandboxed(self) -> None:
+        self.flush_channels()
+        self.kc.kernel_info()
+        reply = self.kc.get_shell_msg(timeout=10)
+        self.assertIn("sandboxed (Landlock ABI", reply["content"]["banner"])
 
 
 if __name__ == "__main__":
