@@ -51,6 +51,7 @@ __all__ = [
 
 SCRIPTED_ROOT = "scripted-root"
 SCRIPTED_SUB = "scripted-sub"
+SYSTEM_ROLES = ("auto", "system", "user")
 _known_secrets: set[str] = set()
 
 
@@ -165,8 +166,32 @@ class RLMConfig(Configurable):
         -1.0, help="Sampling temperature (negative: the provider's default)."),
         cli=True, client=True)
     root_max_tokens = _setting(Integer(
-        0, min=0, help="max_tokens of root replies (0: the provider's default)."),
+        8192, min=0,
+        help="Most tokens a root reply may have (sent as max_tokens, or max_completion_tokens where "
+             "the provider asks for that); a reply cut there runs only its complete code blocks. "
+             "0: no bound (on llama.cpp that means to the end of the window)."),
         cli=True, client=True)
+    sub_max_tokens = _setting(Integer(
+        4096, min=0,
+        help="Most tokens a sub-call's answer (llm, llm_batch) may have; 0: no bound."),
+        cli=True, client=True)
+    stream = _setting(Bool(
+        True, help="Stream replies: a Stop, interrupt, timeout or spent budget closes the stream, "
+                   "which frees the server at once, and the root model's prose shows as it is "
+                   "written. False: one JSON answer per call."),
+        cli=True, client=True, replay=False)
+    system_role = _setting(Unicode(
+        "auto", help="Where the REPL instructions go: 'system' (a system message), 'user' (the "
+                     "first user message, for chat templates that drop system messages, e.g. "
+                     "llama-cpp-python's gemma format), or 'auto' (system, moved to the user "
+                     "message when the first call's usage shows the server dropped it)."),
+        cli=True)
+    context_window = _setting(Integer(
+        0, min=0,
+        help="Tokens the root model's context window holds. 0: learn it from the server's model "
+             "listing or from its first context-overflow error. Older steps are compacted "
+             "before the history outgrows it."),
+        cli=True, replay=False)
     prices = _setting(Dict(
         {}, help='USD per 1M tokens: {"model": {"prompt": 2.5, "completion": 10, "cached": 1.25}}.'),
         client=True, replay=False)
@@ -248,6 +273,14 @@ class RLMConfig(Configurable):
         if detail not in ("", "auto", "low", "high"):
             raise ConfigError(f"image_detail must be auto, low or high (or empty), not {detail!r}")
         return detail
+
+    @validate("system_role")
+    def _check_system_role(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"]).strip().lower()
+        if value not in SYSTEM_ROLES:
+            raise ConfigError(f"system_role must be one of {', '.join(SYSTEM_ROLES)}, "
+                              f"not {proposal['value']!r}")
+        return value
 
     @validate("prices")
     def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class Usage:
     cached_tokens: int = 0
     requests: int = 0
     cost_usd: float = 0.0
+    unreported: int = 0  # answered calls whose server reported no usage (streamed, llama.cpp)
 
     @property
     def total_tokens(self) -> int:
@@ -69,11 +70,16 @@ class Usage:
         self.cached_tokens += other.cached_tokens
         self.requests += other.requests
         self.cost_usd += other.cost_usd
+        self.unreported += other.unreported
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cached_tokens": self.cached_tokens, "requests": self.requests,
-                "cost_usd": self.cost_usd}
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens, "requests": self.requests,
+            "cost_usd": self.cost_usd}
+        if self.unreported:
+            out["unreported"] = self.unreported
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Usage:
