@@ -51,7 +51,7 @@ from .usage import UsageLedger
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["LMClient", "Completion", "window_from_error"]
+__all__ = ["LMClient", "Completion", "window_from_error", "system_dropped"]
 
 log = logging.getLogger("rlm_kernel")
 
@@ -152,6 +152,20 @@ def window_from_error(message: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+#: More characters per token than any tokenizer averages on English prose: a prompt whose tokens
+#: times this is still below its system message's length cannot have included that message.
+_MAX_CHARS_PER_TOKEN = 8
+
+
+def system_dropped(prompt_tokens: int, system_chars: int) -> bool:
+    """A call whose prompt holds a system message of ``system_chars`` characters was counted at
+    so few tokens that the message cannot have been in it (0 tokens: nothing to tell)."""
+    return prompt_tokens > 0 and prompt_tokens * _MAX_CHARS_PER_TOKEN < system_chars
+
+
+_PROBE_SYSTEM = ("You are a careful assistant. Answer every question briefly and exactly, in plain "
+                 "words, without lists, headings or code unless asked. ") * 6
+
 #: Keys under which OpenAI-compatible servers list a model's window in ``/v1/models``.
 _WINDOW_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length",
                 "n_ctx", "n_ctx_train")
@@ -247,7 +261,8 @@ class LMClient:
         self.streaming = config.stream
         self.cuts_streams = False  # then only a call alone in flight is streamed
         self.system_dropped = False
-        self.window: int | None = None  # learned (see window_for); the setting wins
+        self.window: int | None = None  # learned (amodel_window, overflows); the setting wins
+        self._window_asked = False
         self.loop.run(self._setup())
 
     async def _setup(self) -> None:
@@ -289,7 +304,8 @@ class LMClient:
         self._tokens = _TokenWindow(cfg.tokens_per_minute) if cfg.tokens_per_minute > 0 else None
 
     async def _on_request(self, request: httpx2.Request) -> None:
-        self.ledger.note_attempt()
+        if request.url.path.endswith("/chat/completions"):  # not the model listing
+            self.ledger.note_attempt()
 
     # -- parameters ---------------------------------------------------------------------------
     def params(self, *, root: bool) -> dict[str, Any]:
@@ -576,6 +592,53 @@ class LMClient:
         else:
             kind, msg = ModelCallError, f"model call failed: {exc}"
         return kind(redact(msg), status_code=status)
+
+    # -- what the endpoint is like ----------------------------------------------------------
+    async def amodel_window(self, model: str) -> int | None:
+        """The context window ``/models`` reports for ``model`` (vLLM's ``max_model_len`` and
+        the like), or None: many servers (llama-cpp-python, OpenAI) report none. Asked once."""
+        if self._window_asked:
+            return self.window
+        self._window_asked = True
+        try:
+            raw = await self._client.get("/models", cast_to=httpx2.Response)
+            entries = _loads(raw.content).get("data") or []
+        except Exception:  # noqa: BLE001 - a listing is a hint; without it we learn otherwise
+            return self.window
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, dict) or entry.get("id") not in (model, None):
+                continue
+            for where in (entry, entry.get("meta") or {}):
+                for k in _WINDOW_KEYS:
+                    value = where.get(k) if isinstance(where, dict) else None
+                    if isinstance(value, int) and value > 0:
+                        self.window = self.window or value
+                        return self.window
+        return self.window
+
+    async def adrops_system(self, model: str, depth: int = 0) -> bool | None:
+        """Whether the server's chat template drops system messages, from the prompt tokens of a
+        one-token call whose system message is most of its text; None when it reports no usage.
+
+        Why: llama-cpp-python's ``gemma`` format (and others) silently drop them, and a server
+        that streams without usage gives no other sign. Asked only when the first root call's
+        usage could not tell; its usage is recorded like any call's.
+        """
+        body = {"model": model, "messages": [{"role": "system", "content": _PROBE_SYSTEM},
+                                             {"role": "user", "content": "Hi"}],
+                self.bound_param: 1}
+        try:
+            raw = await self._client.post("/chat/completions", cast_to=httpx2.Response,
+                                          content=_dumps(body))
+            _, _, usage_obj = _read_completion(_loads(raw.content))
+        except Exception:  # noqa: BLE001 - no answer, no conclusion
+            return None
+        if usage_obj is None:
+            return None
+        prompt, completion, cached = _usage_counts(usage_obj)
+        self.ledger.record(model, depth, self.ledger.usage_for(model, prompt, completion, cached,
+                                                               self.config.prices))
+        return system_dropped(prompt, len(_PROBE_SYSTEM))
 
     def complete(self, messages: list[dict[str, Any]], *, model: str, depth: int,
                  root: bool = False, key: str | None = None) -> Completion:
