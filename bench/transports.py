@@ -2,11 +2,10 @@
 
 Compared, each under the ``openai.AsyncOpenAI`` clients that ``LMClient`` builds:
 
-- ``ours``: the project's ``_Http11Transport`` (``fast_transport=True``); it reads whole bodies, so
-  streamed, the SSE body is buffered before the first event is seen.
-- ``ours-stream``: the same transport with a streamed chunked body (``StreamingHttp11Transport``
-  below, a prototype for the question "extend ours with streaming?"): connection reused after a
-  complete body, closed when the body is abandoned.
+- ``ours``: the project's ``Http11Transport`` (``fast_transport=True``, ``lm/http11.py``); a
+  chunked body (a streamed answer) is handed over chunk by chunk, the connection reused after a
+  complete body and closed when the body is abandoned. (It first read whole bodies; the figures
+  for that, and for the streaming version as a prototype, are in the notes of issue 15.)
 - ``httpx2``: httpx2's own transport (httpcore), as ``LMClient`` arranges it when
   ``fast_transport=False`` (one pool of 8 connections per 8 calls of concurrency).
 - ``httpx2-1pool``: httpx2's own transport as one pool of ``c + 2`` connections (the SDK's way).
@@ -26,7 +25,7 @@ TCP_NODELAY on either side as ~40 ms per reused-connection request (asyncio sets
 every TCP socket it wraps, which covers the scripted server and our transport; aiohttp sets it too).
 
     python bench/transports.py [--n 1000] [--c 64] [--latency 0.25] [--repeats 3]
-        [--transports ours ours-stream httpx2 httpx2-1pool aiohttp] [--modes plain stream]
+        [--transports ours httpx2 httpx2-1pool aiohttp] [--modes plain stream]
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,122 +48,9 @@ from subcalls import prompts  # noqa: E402
 
 from rlm_kernel.config import RLMConfig  # noqa: E402
 from rlm_kernel.lm import LMClient  # noqa: E402
-from rlm_kernel.lm.client import _Connection, _dumps, _Http11Transport, _loads  # noqa: E402
+from rlm_kernel.lm.client import _dumps, _loads  # noqa: E402
 
-TRANSPORTS = ("ours", "ours-stream", "httpx2", "httpx2-1pool", "aiohttp")
-
-
-# ------------------------------------------------------------------ prototype: ours, streaming
-class _ChunkedBody(httpx2.AsyncByteStream):
-    """A chunked body read as it arrives; the connection goes back to the pool only when the body
-    was read to its end, and is closed when the reader stops early (a closed stream is what tells
-    a server such as llama.cpp to stop generating)."""
-
-    def __init__(self, transport: StreamingHttp11Transport, key: tuple[str, str, int],
-                 conn: _Connection, timeout: float | None, request: httpx2.Request,
-                 close: bool) -> None:
-        self._t, self._key, self._conn = transport, key, conn
-        self._timeout, self._request, self._close = timeout, request, close
-        self._complete = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn, timeout, request = self._conn, self._timeout, self._request
-        try:
-            while True:
-                size = int((await conn.readline(timeout, request)).split(b";", 1)[0], 16)
-                if size == 0:
-                    while await conn.readline(timeout, request):
-                        pass  # trailers
-                    self._complete = True
-                    return
-                data = await conn.readexactly(size, timeout, request)
-                await conn.readline(timeout, request)
-                yield data
-        except BaseException:
-            conn.close()
-            raise
-
-    async def aclose(self) -> None:
-        self._t.release(self._key, self._conn, reuse=self._complete and not self._close)
-
-
-class StreamingHttp11Transport(_Http11Transport):
-    """``_Http11Transport`` whose chunked bodies stream (the prototype measured here)."""
-
-    def release(self, key: tuple[str, str, int], conn: _Connection, *, reuse: bool) -> None:
-        idle = self._idle.setdefault(key, [])
-        if reuse and not conn.closed and not conn.buf and not self._closed \
-                and len(idle) < self._max_idle:
-            idle.append(conn)
-        else:
-            conn.close()
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        url = request.url
-        scheme = url.scheme
-        port = url.port or (443 if scheme == "https" else 80)
-        key = (scheme, url.host, port)
-        timeouts = request.extensions.get("timeout") or {}
-        read_timeout = timeouts.get("read")
-        idle = self._idle.setdefault(key, [])
-        conn: _Connection | None = None
-        while idle:
-            candidate = idle.pop()
-            if not candidate.closed and not candidate.buf:
-                conn = candidate
-                break
-            candidate.close()
-        if conn is None:
-            conn = await self._connect(scheme, url.host, port, timeouts.get("connect"), request)
-        try:
-            body = await request.aread()
-            head = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), url.raw_path)]
-            head += [b"%s: %s" % kv for kv in request.headers.raw]
-            await conn.send(b"\r\n".join(head) + b"\r\n\r\n", body, request)
-            status_line = await conn.readline(read_timeout, request)
-            parts = status_line.split(b" ", 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-                raise httpx2.RemoteProtocolError(f"bad status line {status_line[:80]!r}",
-                                                 request=request)
-            status = int(parts[1])
-            headers: list[tuple[bytes, bytes]] = []
-            length: int | None = None
-            chunked = close = False
-            while True:
-                line = await conn.readline(read_timeout, request)
-                if not line:
-                    break
-                name, _, value = line.partition(b":")
-                name, value = name.strip(), value.strip()
-                headers.append((name, value))
-                low = name.lower()
-                if low == b"content-length":
-                    length = int(value)
-                elif low == b"transfer-encoding":
-                    chunked = b"chunked" in value.lower()
-                elif low == b"connection":
-                    close = value.lower() == b"close"
-            if parts[0] == b"HTTP/1.0":
-                close = True
-            stream: httpx2.AsyncByteStream
-            if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-                stream = httpx2.ByteStream(b"")
-                self.release(key, conn, reuse=not close)
-            elif chunked:
-                stream = _ChunkedBody(self, key, conn, read_timeout, request, close)
-            elif length is not None:
-                stream = httpx2.ByteStream(await conn.readexactly(length, read_timeout, request))
-                self.release(key, conn, reuse=not close)
-            else:
-                while not conn.closed:
-                    await conn._more(read_timeout, request)
-                stream = httpx2.ByteStream(bytes(conn.buf))
-                conn.close()
-        except BaseException:
-            conn.close()
-            raise
-        return httpx2.Response(status, headers=headers, stream=stream, request=request,
-                               extensions={"http_version": b"HTTP/1.1"})
+TRANSPORTS = ("ours", "httpx2", "httpx2-1pool", "aiohttp")
 
 
 # ------------------------------------------------------------------------------ the clients
@@ -174,9 +59,7 @@ def make_client(name: str, base_url: str, c: int) -> LMClient:
                     sub_model="scripted-sub", concurrency=c, fast_transport=(name == "ours"))
     limits = httpx2.Limits(max_connections=c + 2, max_keepalive_connections=c + 2)
     transport: httpx2.AsyncBaseTransport | None = None
-    if name == "ours-stream":
-        transport = StreamingHttp11Transport(c + 8)
-    elif name == "httpx2-1pool":
+    if name == "httpx2-1pool":
         transport = httpx2.AsyncHTTPTransport(limits=limits)
     elif name == "aiohttp":
         from openai._vendor.httpx_aiohttp import AiohttpTransport
