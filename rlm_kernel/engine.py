@@ -284,10 +284,30 @@ class Engine:
             window = await self.client.loop.wrap(self.client.amodel_window(model))
         compaction = self._fit(window, n) if window else None
         live = _LiveText(self.observer, run, n)
+        try:
+            comp, compaction = await self._attempts(model, window, live, n, compaction)
+        except BaseException as exc:
+            live.abandon(exc)  # its thought cell must not say "writing…" forever
+            raise
+        await self._learn(comp)
+        cut = comp.finish_reason == "length"
+        parsed = parse_reply(comp.text, cut=cut)
+        step = Step(n=n, reply=comp.text, thought=parsed.prose.strip(), code=parsed.code,
+                    usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key,
+                    finish_reason=comp.finish_reason, streamed=live.shown, compaction=compaction)
+        run.steps.append(step)
+        run.usage.add(comp.usage)
+        self.observer.step_proposed(run, step)
+        return step
+
+    async def _attempts(self, model: str, window: int | None, live: _LiveText, n: int,
+                        compaction: str | None) -> tuple[Completion, str | None]:
+        """The root call, asked again once after a context overflow (the window learned from the
+        error, older steps compacted); a failure's message names the call."""
         for attempt in (1, 2):
             try:
                 comp = await self._ask(model, window, live)
-                break
+                return comp, compaction
             except ContextWindowExceeded as exc:
                 learned = window_from_error(str(exc)) or int(self._estimate() * 0.9)
                 note = self._fit(learned, n) if attempt == 1 else None
@@ -301,16 +321,7 @@ class Engine:
                 compaction = note
             except ModelCallError as exc:
                 raise type(exc)(f"root step {n}: {exc}", status_code=exc.status_code) from None
-        await self._learn(comp)
-        cut = comp.finish_reason == "length"
-        parsed = parse_reply(comp.text, cut=cut)
-        step = Step(n=n, reply=comp.text, thought=parsed.prose.strip(), code=parsed.code,
-                    usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key,
-                    finish_reason=comp.finish_reason, streamed=live.shown, compaction=compaction)
-        run.steps.append(step)
-        run.usage.add(comp.usage)
-        self.observer.step_proposed(run, step)
-        return step
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _ask(self, model: str, window: int | None, live: _LiveText) -> Completion:
         """One root call with the run's wall-time budget as its deadline (past it, the call is
@@ -532,3 +543,11 @@ class _LiveText:
             self._last = now
             self.shown = True
             self.observer.step_streaming(self.run, self.n, "".join(self.parts))
+
+    def abandon(self, exc: BaseException) -> None:
+        """The reply will never be whole (stopped, timed out, failed): say so where it showed."""
+        if self.shown:
+            why = "stopped" if isinstance(exc, (RunStopped, asyncio.CancelledError,
+                                                KeyboardInterrupt, TimeoutError,
+                                                BudgetExceeded)) else "failed"
+            self.observer.step_streaming(self.run, self.n, "".join(self.parts), ended=why)

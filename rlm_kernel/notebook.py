@@ -224,10 +224,12 @@ def _inherited(run: Run, step: Step) -> bool:
     return run.fork_of is not None and step.n <= run.fork_of.at
 
 
-def streaming_cell(run: Run, n: int, text: str) -> dict[str, Any]:
-    """Step ``n``'s thought cell while the model's reply streams in (replaced when it ends)."""
-    cell = new_markdown_cell(f"**Step {n}** · *(writing…)*\n\n{text}",
-                             metadata=_meta("thought", run, step=n, status="streaming"))
+def streaming_cell(run: Run, n: int, text: str, ended: str | None = None) -> dict[str, Any]:
+    """Step ``n``'s thought cell while the model's reply streams in (replaced when it ends), or,
+    with ``ended``, what was written of a reply that was stopped or failed before its end."""
+    state = f"{ended} while writing: never run" if ended else "writing…"
+    cell = new_markdown_cell(f"**Step {n}** · *({state})*\n\n{text}",
+                             metadata=_meta("thought", run, step=n, status=ended or "streaming"))
     cell["id"] = cell_id(run.run_id, f"t{n}")
     return cell
 

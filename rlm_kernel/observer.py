@@ -25,9 +25,10 @@ class RunObserver:
         """Before asking for step ``n``, older steps were compacted out of the model's view;
         ``note`` says which (also recorded as the step's ``compaction``)."""
 
-    def step_streaming(self, run: Run, n: int, text: str) -> None:
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
         """The root model's reply for step ``n`` so far, while it streams (called on the model
-        client's loop thread, a few times a second; ``step_proposed`` follows with the whole)."""
+        client's loop thread, a few times a second; ``step_proposed`` follows with the whole).
+        ``ended``: the reply will not be whole ("stopped" or "failed"); this is its last text."""
 
     def step_proposed(self, run: Run, step: Step) -> None: ...
 
@@ -64,8 +65,8 @@ class Observers(RunObserver):
     def history_compacted(self, run: Run, n: int, note: str) -> None:
         self._each("history_compacted", run, n, note)
 
-    def step_streaming(self, run: Run, n: int, text: str) -> None:
-        self._each("step_streaming", run, n, text)
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
+        self._each("step_streaming", run, n, text, ended)
 
     def step_proposed(self, run: Run, step: Step) -> None:
         self._each("step_proposed", run, step)

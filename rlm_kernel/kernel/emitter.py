@@ -157,10 +157,10 @@ class CellEmitter(RunObserver):
         cell = compaction_cell(run, Step(n=n, compaction=note))
         self._upsert(run, cell, "compaction", source=cell["source"])
 
-    def step_streaming(self, run: Run, n: int, text: str) -> None:
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
         if run.depth:
             return
-        cell = streaming_cell(run, n, text)
+        cell = streaming_cell(run, n, text, ended)
         self._upsert(run, cell, "thought", source=cell["source"])
 
     def step_proposed(self, run: Run, step: Step) -> None:
