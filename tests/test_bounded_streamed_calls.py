@@ -177,3 +177,42 @@ def test_older_outputs_are_compacted_before_the_history_outgrows_the_window(rlm_
     assert [c.metadata["rlm"]["kind"] for c in cells].count("compaction") == 1
     assert "Context compacted" in next(c.source for c in cells
                                        if c.metadata["rlm"]["kind"] == "compaction")
+
+
+def test_a_streamed_reply_fills_its_thought_cell_which_the_notebook_keeps() -> None:
+    """Live: the thought cell is inserted as the reply streams and updated in place; recorded:
+    the same cell (a streamed step keeps its thought cell even when it has no prose)."""
+
+    from rlm_kernel.kernel.emitter import CellEmitter
+    from rlm_kernel.notebook import run_cells
+    from rlm_kernel.trajectory import Run, Step
+
+    class Sink:
+        def __init__(self) -> None:
+            self.msgs: list[dict[str, Any]] = []
+
+        def send(self, msg: dict[str, Any]) -> None:
+            self.msgs += msg["msgs"] if msg["type"] == "batch" else [msg]
+
+        def barrier(self, done: threading.Event) -> None:
+            done.set()
+
+    run = Run(run_id="rlive", query="q")
+    sink = Sink()
+    emitter = CellEmitter(sink, run, {run.run_id: run}, anchor="Q", query_id="Q")
+    emitter.start()
+    emitter.history_compacted(run, 1, "steps 1–0 elided")
+    emitter.step_streaming(run, 1, "Let me look")
+    emitter.flush()
+    step = Step(n=1, reply="```repl\nprint(1)\n```", code="print(1)", streamed=True,
+                compaction="steps 1–0 elided")
+    run.steps.append(step)
+    emitter.step_proposed(run, step)
+    emitter.stop()
+    ops = [(m["type"], m["id"]) for m in sink.msgs if m["type"] in ("insert", "update")]
+    assert ops[:3] == [("insert", "rlive-k1"), ("insert", "rlive-t1"), ("update", "rlive-k1")]
+    assert ("update", "rlive-t1") in ops and ("insert", "rlive-s1") in ops
+    live = next(m for m in sink.msgs if m["type"] == "insert" and m["id"] == "rlive-t1")
+    assert "writing" in "".join(live["cell"]["source"]) and "Let me look" in "".join(
+        live["cell"]["source"])
+    assert [c["id"] for c in run_cells(run)][1:] == ["rlive-k1", "rlive-t1", "rlive-s1"]
