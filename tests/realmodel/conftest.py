@@ -50,6 +50,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in tier:
         if item.get_closest_marker("realmodel") is None:
             item.add_marker(pytest.mark.realmodel)
+    # Tests that share a server's settings run together: each change of settings restarts it.
+    def settings_of(item: pytest.Item) -> str:
+        marker = item.get_closest_marker("realmodel")
+        return repr(sorted((marker.kwargs if marker else {}).items()))
+
+    if tier:
+        first = items.index(tier[0])
+        ordered = sorted(tier, key=settings_of)  # stable: file order within one setting
+        rest_items = [item for item in items if item not in set(tier)]
+        items[:] = rest_items[:first] + ordered + rest_items[first:]
+        tier = ordered
     why = missing() if tier else None
     if why is not None:
         tier[0].add_marker(pytest.mark.skip(

@@ -90,7 +90,8 @@ def test_stopping_a_long_generation_frees_the_server_at_once(llama_server: Llama
 
 def test_a_cut_root_reply_is_told_to_the_model_and_in_its_thought_cell(
         llama_server: LlamaServer) -> None:
-    with RLM(config=_config(llama_server, max_steps=2, root_max_tokens=16)) as rlm:
+    cfg = _config(llama_server, max_steps=2, root_max_tokens=16, system_role="user")
+    with RLM(config=cfg) as rlm:
         res = rlm.run("What is the first word of the context?", "alpha beta gamma")
     first = res.steps[0]
     assert first.finish_reason == "length"
@@ -122,9 +123,12 @@ def test_an_overflow_teaches_the_window_and_older_steps_are_compacted(
                   system_role="user")
     run = Run(run_id="rwin", query="Count the lines.", model=cfg.model, settings=cfg.settings(),
               context=ContextInfo.describe("line\n" * 10))
-    for n in (1, 2, 3):
-        step = Step(n=n, reply=f"```repl\nprint(big{n})\n```", code=f"print(big{n})",
-                    output_text=("lorem ipsum dolor sit amet " * 100), status=StepState.DONE)
+    # Two big outputs, then a small one: compaction keeps the last step whole, so the retried
+    # prompt is small (a quick call even on a slow machine).
+    for n, output in ((1, "lorem ipsum dolor sit amet " * 150),
+                      (2, "consectetur adipiscing elit " * 150), (3, "3")):
+        step = Step(n=n, reply=f"```repl\nprint(out{n})\n```", code=f"print(out{n})",
+                    output_text=output, status=StepState.DONE)
         run.steps.append(step)
     run.status = RunState.PAUSED
     client = LMClient(cfg)
