@@ -451,13 +451,17 @@ def _iter_options(tag: str) -> Iterator[tuple[str, TraitType]]:
             yield name, trait
 
 
-def add_setting_options(parser: argparse.ArgumentParser, tag: str = "per_run") -> None:
-    """Add ``--name-with-dashes`` for every setting tagged ``tag`` (its help from the trait).
+def add_setting_options(parser: argparse.ArgumentParser, tag: str = "per_run",
+                        skip: frozenset[str] = frozenset()) -> None:
+    """Add ``--name-with-dashes`` for every setting tagged ``tag`` (its help from the trait),
+    except those in ``skip`` (a parser that defines them its own way).
 
     Values are parsed by the trait (``parse_setting``) so a bad one gets the same message
     everywhere; the parser stores them under the setting's name, None when not given.
     """
     for name, trait in _iter_options(tag):
+        if name in skip:
+            continue
         if isinstance(trait, Bool):
             parser.add_argument(option_name(name), dest=name, default=None,
                                 action=argparse.BooleanOptionalAction, help=trait.help)
@@ -481,7 +485,7 @@ def options_given(args: argparse.Namespace, tag: str = "per_run") -> dict[str, A
     """The settings tagged ``tag`` that were given on a command line parsed with
     :func:`add_setting_options` (name -> value), validated together by building a config."""
     values = {name: getattr(args, name) for name, _ in _iter_options(tag)
-              if getattr(args, name, None) is not None}
+              if getattr(args, name, None) is not None and hasattr(args, name)}
     if values:
         RLMConfig(**values)  # raises ConfigError with the setting's name if one is out of range
     return values
