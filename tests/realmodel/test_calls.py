@@ -125,8 +125,9 @@ def test_an_overflow_teaches_the_window_and_older_steps_are_compacted(
               context=ContextInfo.describe("line\n" * 10))
     # Two big outputs, then a small one: compaction keeps the last step whole, so the retried
     # prompt is small (a quick call even on a slow machine).
-    for n, output in ((1, "lorem ipsum dolor sit amet " * 150),
-                      (2, "consectetur adipiscing elit " * 150), (3, "3")):
+    # (Digits: a token each for Gemma's tokenizer, so 6,000 characters surely overflow 2048.)
+    numbers = " ".join(str(i) for i in range(1000, 2200))
+    for n, output in ((1, numbers), (2, numbers[::-1]), (3, "3")):
         step = Step(n=n, reply=f"```repl\nprint(out{n})\n```", code=f"print(out{n})",
                     output_text=output, status=StepState.DONE)
         run.steps.append(step)
