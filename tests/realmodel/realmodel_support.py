@@ -99,14 +99,15 @@ def _models(base_url: str) -> list[str] | None:
     return [m.get("id", "") for m in data.get("data", [])]
 
 
-def start_server(gguf: Path, settings: ServerSettings, log_dir: Path) -> LlamaServer:
+def start_server(gguf: Path, settings: ServerSettings, log_dir: Path, *, threads: int = 2,
+                 start_s: float = 120.0) -> LlamaServer:
     """Start the server and wait (bounded) until /v1/models answers; fail with its log's tail."""
     port = _free_port()
     log_path = log_dir / f"llama-server-{port}.log"
-    threads = os.environ.get("RLM_REALMODEL_THREADS", "2")
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
            "--model_alias", settings.model_alias, "--chat_format", settings.chat_format,
-           "--n_ctx", str(settings.n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
+           "--n_ctx", str(settings.n_ctx), "--n_threads", str(threads),
+           "--n_threads_batch", str(threads),
            # Without it the server allocates logits for every position: ~32 GiB at this window.
            "--logits_all", "false",
            "--interrupt_requests", str(settings.interrupt_requests).lower(),
@@ -116,7 +117,7 @@ def start_server(gguf: Path, settings: ServerSettings, log_dir: Path) -> LlamaSe
                                 start_new_session=True)
     server = LlamaServer(settings, f"http://127.0.0.1:{port}/v1", settings.model_alias, log_path,
                          proc)
-    deadline = time.monotonic() + float(os.environ.get("RLM_REALMODEL_START_S", "120"))
+    deadline = time.monotonic() + start_s
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"llama_cpp.server exited with {proc.returncode} during start-up:\n"
@@ -130,8 +131,7 @@ def start_server(gguf: Path, settings: ServerSettings, log_dir: Path) -> LlamaSe
         if time.monotonic() > deadline:
             server.stop()
             raise RuntimeError(f"llama_cpp.server did not answer /v1/models within "
-                               f"{os.environ.get('RLM_REALMODEL_START_S', '120')} s:\n"
-                               f"{server.log_tail()}")
+                               f"{start_s:g} s:\n{server.log_tail()}")
         time.sleep(0.2)
 
 
