@@ -166,7 +166,10 @@ class RLM:
     def _complete(self, coro: Any) -> RunResult:
         try:
             asyncio.get_running_loop()
+            in_loop = True
         except RuntimeError:
+            in_loop = False
+        if not in_loop:  # outside the except block: a step's traceback must not chain onto it
             return asyncio.run(coro)
         # Called from async code (e.g. a notebook cell): run on a private loop in a thread.
         fut: concurrent.futures.Future[RunResult] = concurrent.futures.Future()

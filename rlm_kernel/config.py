@@ -51,6 +51,7 @@ __all__ = [
 
 SCRIPTED_ROOT = "scripted-root"
 SCRIPTED_SUB = "scripted-sub"
+SYSTEM_ROLES = ("auto", "system", "user")
 _known_secrets: set[str] = set()
 
 
@@ -183,8 +184,32 @@ class RLMConfig(Configurable):
         -1.0, help="Sampling temperature (negative: the provider's default)."),
         cli=True, client=True)
     root_max_tokens = _setting(Integer(
-        0, min=0, help="max_tokens of root replies (0: the provider's default)."),
+        8192, min=0,
+        help="Most tokens a root reply may have (sent as max_tokens, or max_completion_tokens where "
+             "the provider asks for that); a reply cut there runs only its complete code blocks. "
+             "0: no bound (on llama.cpp that means to the end of the window)."),
         cli=True, client=True)
+    sub_max_tokens = _setting(Integer(
+        4096, min=0,
+        help="Most tokens a sub-call's answer (llm, llm_batch) may have; 0: no bound."),
+        cli=True, client=True)
+    stream = _setting(Bool(
+        True, help="Stream replies: a Stop, interrupt, timeout or spent budget closes the stream, "
+                   "which frees the server at once, and the root model's prose shows as it is "
+                   "written. False: one JSON answer per call."),
+        cli=True, client=True, replay=False)
+    system_role = _setting(Unicode(
+        "auto", help="Where the REPL instructions go: 'system' (a system message), 'user' (the "
+                     "first user message, for chat templates that drop system messages, e.g. "
+                     "llama-cpp-python's gemma format), or 'auto' (system, moved to the user "
+                     "message when the first call's usage shows the server dropped it)."),
+        cli=True)
+    context_window = _setting(Integer(
+        0, min=0,
+        help="Tokens the root model's context window holds. 0: learn it from the server's model "
+             "listing or from its first context-overflow error. Older steps are compacted "
+             "before the history outgrows it."),
+        cli=True, replay=False)
     prices = _setting(Dict(
         {}, help='USD per 1M tokens: {"model": {"prompt": 2.5, "completion": 10, "cached": 1.25}}.'),
         client=True, replay=False)
@@ -269,6 +294,14 @@ class RLMConfig(Configurable):
         if detail not in ("", "auto", "low", "high"):
             raise ConfigError(f"image_detail must be auto, low or high (or empty), not {detail!r}")
         return detail
+
+    @validate("system_role")
+    def _check_system_role(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"]).strip().lower()
+        if value not in SYSTEM_ROLES:
+            raise ConfigError(f"system_role must be one of {', '.join(SYSTEM_ROLES)}, "
+                              f"not {proposal['value']!r}")
+        return value
 
     @validate("prices")
     def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:
@@ -439,13 +472,17 @@ def _iter_options(tag: str) -> Iterator[tuple[str, TraitType]]:
             yield name, trait
 
 
-def add_setting_options(parser: argparse.ArgumentParser, tag: str = "per_run") -> None:
-    """Add ``--name-with-dashes`` for every setting tagged ``tag`` (its help from the trait).
+def add_setting_options(parser: argparse.ArgumentParser, tag: str = "per_run",
+                        skip: frozenset[str] = frozenset()) -> None:
+    """Add ``--name-with-dashes`` for every setting tagged ``tag`` (its help from the trait),
+    except those in ``skip`` (a parser that defines them its own way).
 
     Values are parsed by the trait (``parse_setting``) so a bad one gets the same message
     everywhere; the parser stores them under the setting's name, None when not given.
     """
     for name, trait in _iter_options(tag):
+        if name in skip:
+            continue
         if isinstance(trait, Bool):
             parser.add_argument(option_name(name), dest=name, default=None,
                                 action=argparse.BooleanOptionalAction, help=trait.help)
@@ -469,7 +506,7 @@ def options_given(args: argparse.Namespace, tag: str = "per_run") -> dict[str, A
     """The settings tagged ``tag`` that were given on a command line parsed with
     :func:`add_setting_options` (name -> value), validated together by building a config."""
     values = {name: getattr(args, name) for name, _ in _iter_options(tag)
-              if getattr(args, name, None) is not None}
+              if getattr(args, name, None) is not None and hasattr(args, name)}
     if values:
         RLMConfig(**values)  # raises ConfigError with the setting's name if one is out of range
     return values

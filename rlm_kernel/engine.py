@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 import time
 from collections import deque
@@ -20,20 +21,46 @@ from typing import Any
 
 from .budgets import Budget
 from .config import RLMConfig, redact, redact_json
-from .errors import BudgetExceeded, ModelCallError, ReplayMissError, RLMError, RunStopped
+from .errors import (
+    BudgetExceeded,
+    ContextWindowExceeded,
+    ModelCallError,
+    ReplayMissError,
+    RLMError,
+    RunStopped,
+)
 from .executor import Executor, InProcessExecutor
 from .image_store import ImageStore
-from .lm import LMClient
+from .lm import Completion, LMClient, system_dropped, window_from_error
 from .observer import RunObserver
 from .outputs import outputs_to_text, sanitize_outputs, truncate
 from .parsing import parse_reply
 from .prompt_store import PromptStore
-from .prompts import first_user_message, nudge_message, step_feedback, system_prompt
+from .prompts import (
+    cut_reply_note,
+    elided_output,
+    first_user_message,
+    instructions_as_user,
+    nudge_message,
+    step_feedback,
+    system_prompt,
+)
 from .repl import Repl
 from .states import RunState, StepState
 from .trajectory import ContextInfo, Run, Step
 
-__all__ = ["Engine", "Controller", "build_history", "edited_reply"]
+__all__ = ["Engine", "Controller", "build_history", "edited_reply", "instructions_in_user"]
+
+log = logging.getLogger("rlm_kernel")
+
+#: Characters per token assumed for a window estimate until a call's usage tells the real ratio
+#: (on the low side: an estimate should overflow the window late rather than early).
+_CHARS_PER_TOKEN = 3.0
+#: Compaction starts when the estimated prompt passes this share of the window and elides older
+#: steps until it is under ``_COMPACT_TO``: the rest is room for the reply.
+_COMPACT_AT, _COMPACT_TO = 0.75, 0.5
+#: How often a streamed reply's text so far is sent to the views (seconds).
+_LIVE_S = 0.1
 
 
 @dataclass
@@ -65,20 +92,35 @@ def edited_reply(step: Step) -> str:
     return f"{prose}\n```repl\n{step.code or ''}\n```" if prose else f"```repl\n{step.code or ''}\n```"
 
 
+def instructions_in_user(run: Run, config: RLMConfig) -> bool:
+    """The REPL instructions go in the first user message (``system_role = user``, or ``auto``
+    after this run's server was seen to drop system messages, recorded in the run)."""
+    return config.system_role == "user" or run.settings.get("system_role") == "user"
+
+
 def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
     """The root conversation implied by a run's recorded (non-stale, executed) steps.
 
     Unedited steps reproduce the original messages byte for byte, so the prefix cache still hits
-    after a resume; an edited step contributes its new code and its new output.
+    after a resume; an edited step contributes its new code and its new output. Steps up to
+    ``run.elided_through`` (compacted to fit the window) contribute their code and a one-line
+    stand-in for their output.
     """
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system_prompt(run.context, config.sub_window,
-                                                    config.subcalls_enabled,
-                                                    config.image_max_edge, config.sandboxed)},
-        {"role": "user", "content": first_user_message(run.query, run.context, config.max_steps)},
-    ]
+    system = system_prompt(run.context, config.sub_window, config.subcalls_enabled,
+                           config.image_max_edge, config.sandboxed)
+    first = first_user_message(run.query, run.context, config.max_steps)
+    messages: list[dict[str, Any]] = (
+        [{"role": "user", "content": instructions_as_user(system, first)}]
+        if instructions_in_user(run, config) else
+        [{"role": "system", "content": system}, {"role": "user", "content": first}])
     for step in run.steps:
         if not step.executed:
+            continue
+        if step.n <= run.elided_through:
+            code = f"```repl\n{step.code}\n```" if step.code is not None else "(no code)"
+            messages.append({"role": "assistant", "content": code})
+            messages.append({"role": "user", "content": elided_output(step.n,
+                                                                      len(step.output_text))})
             continue
         messages.append({"role": "assistant", "content": edited_reply(step) if step.edited else step.reply})
         messages.append({"role": "user", "content": _feedback(step, config)})
@@ -135,6 +177,7 @@ class Engine:
         self._recorded = deque(recorded)
         self._expected: dict[int, Step] = {}  # re-executed step number -> its record
         self.recorded_only = recorded_only
+        self._cpt = _CHARS_PER_TOKEN
 
     # -- the loop ------------------------------------------------------------------------------
     async def arun(self) -> Run:
@@ -214,41 +257,152 @@ class Engine:
                 step.move(StepState.DONE)
 
     async def _propose(self) -> Step:
+        """Ask the root model for step n: fit the window, stream the reply to the views, read it.
+
+        At most one retry, after a context overflow (the window learned from the error, older
+        steps compacted). A failed call's error names the call: ``root step n``.
+        """
         run = self.run
         if self._recorded:
             record = self._recorded.popleft()  # from the record: no model call, nothing paid
             step = Step(n=record.n, reply=record.reply, thought=record.thought, code=record.code,
-                        cache_key=record.cache_key, edited=record.edited)
+                        cache_key=record.cache_key, edited=record.edited,
+                        finish_reason=record.finish_reason)
             self._expected[record.n] = record
             run.steps.append(step)
             self.observer.step_proposed(run, step)
             return step
         n = run.last_step_number + 1
-        call = self.client.acomplete(
-            list(self.messages), model=run.model or self.config.root_model, depth=run.depth,
-            root=True,
-        )
-        left = self.budget.remaining_time()
+        model = run.model or self.config.root_model
         if self.client.loop.in_loop_thread:
             raise RuntimeError("the engine cannot run on the model client's own loop")
-        waiter = self.client.loop.wrap(call)
+        if (self.config.system_role == "auto" and self.client.system_dropped
+                and not instructions_in_user(run, self.config)):
+            self._instructions_to_user()
+        window = self.config.context_window or self.client.window
+        if not window and not self.config.scripted:
+            window = await self.client.loop.wrap(self.client.amodel_window(model))
+        compaction = self._fit(window, n) if window else None
+        live = _LiveText(self.observer, run, n)
         try:
-            comp = await (asyncio.wait_for(waiter, left) if left is not None else waiter)
-        except TimeoutError:
-            self.budget.check_wall()
+            comp, compaction = await self._attempts(model, window, live, n, compaction)
+        except BaseException as exc:
+            live.abandon(exc)  # its thought cell must not say "writing…" forever
             raise
-        parsed = parse_reply(comp.text)
+        await self._learn(comp)
+        cut = comp.finish_reason == "length"
+        parsed = parse_reply(comp.text, cut=cut)
         step = Step(n=n, reply=comp.text, thought=parsed.prose.strip(), code=parsed.code,
-                    usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key)
+                    usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key,
+                    finish_reason=comp.finish_reason, streamed=live.shown, compaction=compaction)
         run.steps.append(step)
         run.usage.add(comp.usage)
         self.observer.step_proposed(run, step)
         return step
 
+    async def _attempts(self, model: str, window: int | None, live: _LiveText, n: int,
+                        compaction: str | None) -> tuple[Completion, str | None]:
+        """The root call, asked again once after a context overflow (the window learned from the
+        error, older steps compacted); a failure's message names the call."""
+        for attempt in (1, 2):
+            try:
+                comp = await self._ask(model, window, live)
+                return comp, compaction
+            except ContextWindowExceeded as exc:
+                learned = window_from_error(str(exc)) or int(self._estimate() * 0.9)
+                note = self._fit(learned, n) if attempt == 1 else None
+                if note is None:
+                    raise ContextWindowExceeded(
+                        f"root step {n}: {exc}. The history no longer fits even with older steps "
+                        "compacted: lower output_chars, set context_window to the model's real "
+                        "window, or use a model with a larger one", status_code=exc.status_code,
+                    ) from None
+                window = self.client.window = learned
+                compaction = note
+            except ModelCallError as exc:
+                raise type(exc)(f"root step {n}: {exc}", status_code=exc.status_code) from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _ask(self, model: str, window: int | None, live: _LiveText) -> Completion:
+        """One root call with the run's wall-time budget as its deadline (past it, the call is
+        cancelled, which closes its stream and frees the server)."""
+        bound = self.config.root_max_tokens
+        if window and bound:  # never ask for more than the window has left (vLLM refuses that)
+            bound = max(16, min(bound, window - self._estimate() - 16))
+        call = self.client.acomplete(list(self.messages), model=model, depth=self.run.depth,
+                                     root=True, max_tokens=bound, on_text=live.feed)
+        left = self.budget.remaining_time()
+        waiter = self.client.loop.wrap(call)
+        try:
+            return await (asyncio.wait_for(waiter, left) if left is not None else waiter)
+        except TimeoutError:
+            self.budget.check_wall()
+            raise
+
+    # -- the window and the instructions -------------------------------------------------------
+    def _estimate(self) -> int:
+        """Tokens of the current history, from its characters and the last measured ratio."""
+        chars = sum(len(str(m.get("content", ""))) for m in self.messages)
+        return int(chars / self._cpt) + 4 * len(self.messages)
+
+    def _fit(self, window: int, n: int) -> str | None:
+        """Compact older steps until the history leaves room for a reply; the note saying what
+        the model no longer sees (shown as a cell), or None when there was nothing to elide."""
+        if self._estimate() <= _COMPACT_AT * window:
+            return None
+        run = self.run
+        done = [s.n for s in run.steps if s.executed and s.n > run.elided_through]
+        before = self._estimate()
+        # Keep the latest executed step whole: the model needs at least its last output.
+        for k in done[:-1]:
+            run.elided_through = k
+            self.messages = build_history(run, self.config)
+            if self._estimate() <= _COMPACT_TO * window:
+                break
+        if self._estimate() >= before:
+            return None
+        note = (f"Before step {n}: the outputs of steps 1–{run.elided_through} were elided from "
+                f"the model's view (its history, about {before:,} tokens, outgrew {_COMPACT_AT:.0%}"
+                f" of its {window:,}-token window; now about {self._estimate():,}). Their code "
+                "and the REPL variables they made remain.")
+        log.info("rlm: run %s: %s", run.run_id, note)
+        self.observer.history_compacted(run, n, note)
+        return note
+
+    async def _learn(self, comp: Completion) -> None:
+        """From a root call's usage: the characters-per-token ratio (window estimates), and on
+        the run's first call whether the server dropped the system message."""
+        prompt = comp.usage.prompt_tokens
+        first = len(self.messages) == 2 and self.messages[0]["role"] == "system"
+        if prompt > 0 and not comp.cached:
+            chars = sum(len(str(m.get("content", ""))) for m in self.messages)
+            if not (first and system_dropped(prompt, len(self.messages[0]["content"]))):
+                self._cpt = max(1.0, chars / prompt)
+        if not first or self.config.system_role != "auto" or comp.cached:
+            return
+        if prompt > 0:
+            dropped: bool | None = system_dropped(prompt, len(self.messages[0]["content"]))
+        else:  # no usage (a llama.cpp stream): one tiny call tells
+            dropped = await self.client.loop.wrap(self.client.adrops_system(
+                self.run.model or self.config.root_model, self.run.depth))
+        if dropped:
+            self.client.system_dropped = True
+            self._instructions_to_user()
+
+    def _instructions_to_user(self) -> None:
+        """From the next call on, the instructions go in the first user message (recorded in the
+        run's settings, so a resume or replay builds the same history)."""
+        self.run.settings["system_role"] = "user"
+        self.messages = build_history(self.run, self.config)
+        log.warning("rlm: run %s: the server dropped the system message (its prompt tokens "
+                    "show it); the REPL instructions now go in the first user message. Set "
+                    "system_role = user to start that way.", self.run.run_id)
+
     async def _execute(self, step: Step) -> bool:
         """Run a proposed step; True when it ended the run."""
         run = self.run
-        parsed = parse_reply(step.reply) if not step.edited else parse_reply(edited_reply(step))
+        cut = step.finish_reason == "length" and not step.edited
+        parsed = parse_reply(step.reply, cut=cut) if not step.edited else parse_reply(edited_reply(step))
         step.move(StepState.RUNNING)
         self.repl.begin_step(step.n)
         self.observer.step_started(run, step)
@@ -274,6 +428,9 @@ class Engine:
                 f"[note: your code deleted or rebound {', '.join(restored)}; restored. "
                 "Use other names for your variables.]"
             )
+        if cut:
+            notes.append(cut_reply_note(self.config.root_max_tokens, len(parsed.blocks),
+                                        parsed.dropped is not None))
         text = outputs_to_text(step.outputs)
         record = self._expected.pop(step.n, None)
         if record is not None and (text, step.error) != (outputs_to_text(record.outputs),
@@ -360,3 +517,37 @@ class Engine:
         if result.answer is None:
             raise RLMError(f"sub-RLM {child.run_id} ended without an answer: {result.stop_reason}")
         return result.answer
+
+
+class _LiveText:
+    """A streamed root reply on its way to the views: pieces arrive on the client's loop thread;
+    the text so far goes to ``observer.step_streaming`` every ``_LIVE_S`` once the reply has
+    been streaming that long (a reply that comes at once is shown only whole, as before), and
+    only when some view shows it (``wants_stream``)."""
+
+    def __init__(self, observer: RunObserver, run: Run, n: int) -> None:
+        self.observer, self.run, self.n = observer, run, n
+        self.parts: list[str] = []
+        self.shown = False
+        self._last: float | None = None
+        self._on = observer.wants_stream
+
+    def feed(self, piece: str) -> None:
+        if not self._on:
+            return
+        self.parts.append(piece)
+        now = time.monotonic()
+        if self._last is None:
+            self._last = now
+        elif now - self._last >= _LIVE_S:
+            self._last = now
+            self.shown = True
+            self.observer.step_streaming(self.run, self.n, "".join(self.parts))
+
+    def abandon(self, exc: BaseException) -> None:
+        """The reply will never be whole (stopped, timed out, failed): say so where it showed."""
+        if self.shown:
+            why = "stopped" if isinstance(exc, (RunStopped, asyncio.CancelledError,
+                                                KeyboardInterrupt, TimeoutError,
+                                                BudgetExceeded)) else "failed"
+            self.observer.step_streaming(self.run, self.n, "".join(self.parts), ended=why)

@@ -190,8 +190,18 @@ def query_cell(run: Run, source: str | None = None, cid: str | None = None) -> d
     return cell
 
 
+def has_thought_cell(step: Step) -> bool:
+    """A step shows a thought cell when it has prose, no code, was streamed live into one, or
+    was cut at the token bound (the cell says so)."""
+    return (bool(step.thought) or step.code is None or step.streamed
+            or step.finish_reason == "length")
+
+
 def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
     text = step.thought or "*(the model's reply had no prose)*"
+    if step.finish_reason == "length":
+        text += ("\n\n> *The reply was cut at the token limit (`root_max_tokens`): only its "
+                 "complete code blocks ran, and the model was told.*")
     if step.nudge is not None:
         text += "\n\n> *No code and no FINAL: the model was nudged to continue.*"
     # The step cell carries the step's state; a thought carries it only when it is the record
@@ -216,6 +226,25 @@ def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
 def _inherited(run: Run, step: Step) -> bool:
     """A branch's step that is its parent's, re-executed from the record: shown collapsed."""
     return run.fork_of is not None and step.n <= run.fork_of.at
+
+
+def streaming_cell(run: Run, n: int, text: str, ended: str | None = None) -> dict[str, Any]:
+    """Step ``n``'s thought cell while the model's reply streams in (replaced when it ends), or,
+    with ``ended``, what was written of a reply that was stopped or failed before its end."""
+    state = f"{ended} while writing: never run" if ended else "writing…"
+    cell = new_markdown_cell(f"**Step {n}** · *({state})*\n\n{text}",
+                             metadata=_meta("thought", run, step=n, status=ended or "streaming"))
+    cell["id"] = cell_id(run.run_id, f"t{n}")
+    return cell
+
+
+def compaction_cell(run: Run, step: Step) -> dict[str, Any]:
+    """What the model stopped seeing before step ``step.n`` (older steps compacted out of its
+    window): shown so a human reading the notebook knows what the model no longer had."""
+    cell = new_markdown_cell(f"> **Context compacted** · {step.compaction}",
+                             metadata=_meta("compaction", run, step=step.n))
+    cell["id"] = cell_id(run.run_id, f"k{step.n}")
+    return cell
 
 
 def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
@@ -412,7 +441,9 @@ def run_cells(run: Run, runs: dict[str, Run] | None = None, query_source_text: s
             run_id=run.superseded_by, query=run.query)))
     for step in run.steps:
         has_code = step.code is not None
-        if step.thought or not has_code:
+        if step.compaction:
+            cells.append(compaction_cell(run, step))
+        if has_thought_cell(step):
             cells.append(thought_cell(run, step, record=not has_code))
         if has_code:
             cells.append(step_cell(run, step))

@@ -16,7 +16,19 @@ __all__ = ["RunObserver", "Observers"]
 
 
 class RunObserver:
+    #: Whether this view shows a root reply as it streams (``step_streaming``); the engine sends
+    #: the text only when some view does.
+    wants_stream = False
     def run_started(self, run: Run) -> None: ...
+
+    def history_compacted(self, run: Run, n: int, note: str) -> None:
+        """Before asking for step ``n``, older steps were compacted out of the model's view;
+        ``note`` says which (also recorded as the step's ``compaction``)."""
+
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
+        """The root model's reply for step ``n`` so far, while it streams (called on the model
+        client's loop thread, a few times a second; ``step_proposed`` follows with the whole).
+        ``ended``: the reply will not be whole ("stopped" or "failed"); this is its last text."""
 
     def step_proposed(self, run: Run, step: Step) -> None: ...
 
@@ -38,6 +50,7 @@ class Observers(RunObserver):
 
     def __init__(self, *observers: RunObserver | None) -> None:
         self.observers = [o for o in observers if o is not None]
+        self.wants_stream = any(o.wants_stream for o in self.observers)
 
     def _each(self, hook: str, *args: object) -> None:
         for obs in self.observers:
@@ -48,6 +61,12 @@ class Observers(RunObserver):
 
     def run_started(self, run: Run) -> None:
         self._each("run_started", run)
+
+    def history_compacted(self, run: Run, n: int, note: str) -> None:
+        self._each("history_compacted", run, n, note)
+
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
+        self._each("step_streaming", run, n, text, ended)
 
     def step_proposed(self, run: Run, step: Step) -> None:
         self._each("step_proposed", run, step)

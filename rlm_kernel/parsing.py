@@ -3,7 +3,9 @@
 Rules (also stated in the README):
 - Code is every ```repl or ```python fenced block (also ``py``, ``py3``, ``python3``, ``ipython``),
   run in order as one step. An unclosed fence runs to the end of the reply (models often stop
-  mid-fence when they hit a stop sequence). CRLF line ends are read as LF.
+  mid-fence when they hit a stop sequence), except in a reply cut at the token bound
+  (``cut=True``): there it is a fragment, and only complete blocks run. CRLF line ends are read
+  as LF.
 - ``FINAL(...)`` / ``FINAL_VAR(...)`` count in prose only at the start of a line, outside fences; the
   argument is read with balanced parentheses and quotes, so answers may hold ``)``, quotes or newlines.
 - When a reply has both code and a prose FINAL, the code runs first; a FINAL called from that code is
@@ -32,15 +34,18 @@ class ParsedReply:
     prose: str  # the reply with every fenced block removed
     final: str | None = None  # FINAL(...) in prose: the answer text
     final_var: str | None = None  # FINAL_VAR(...) in prose: the variable name
+    dropped: str | None = None  # a cut reply's unfinished last block (not run)
 
     @property
     def has_final(self) -> bool:
         return self.final is not None or self.final_var is not None
 
 
-def _split_fences(reply: str) -> tuple[list[str], str]:
-    """Return (runnable code blocks, prose without any fenced block)."""
+def _split_fences(reply: str) -> tuple[list[str], str, bool]:
+    """Return (runnable code blocks, prose without any fenced block, whether the last runnable
+    block is unclosed)."""
     blocks: list[str] = []
+    unclosed = False
     prose_parts: list[str] = []
     pos = 0
     while True:
@@ -56,8 +61,9 @@ def _split_fences(reply: str) -> tuple[list[str], str]:
         body = reply[body_start:c.start()] if c else reply[body_start:]
         if lang in CODE_LANGS or (lang == "" and _looks_like_python(body)):
             blocks.append(body.rstrip("\n"))
+            unclosed = c is None
         pos = c.end() if c else len(reply)
-    return blocks, "".join(prose_parts)
+    return blocks, "".join(prose_parts), unclosed
 
 
 def _looks_like_python(body: str) -> bool:
@@ -124,15 +130,23 @@ def _unquote(arg: str) -> str:
     return stripped
 
 
-def parse_reply(reply: str) -> ParsedReply:
+def parse_reply(reply: str, *, cut: bool = False) -> ParsedReply:
+    """``cut``: the reply was cut at the token bound (finish reason ``length``): an unclosed last
+    block and an unclosed ``FINAL(`` are fragments, not code or an answer."""
     # Fences and FINAL are found line by line: CRLF (and lone CR) line ends must not hide a
     # closing fence, or the prose after it would run as code.
     reply = reply.replace("\r\n", "\n").replace("\r", "\n")
-    blocks, prose = _split_fences(reply)
-    parsed = ParsedReply(code="\n\n".join(blocks) if blocks else None, blocks=blocks, prose=prose)
+    blocks, prose, unclosed = _split_fences(reply)
+    dropped = None
+    if cut and unclosed:
+        dropped = blocks.pop()
+    parsed = ParsedReply(code="\n\n".join(blocks) if blocks else None, blocks=blocks, prose=prose,
+                         dropped=dropped)
     m = _FINAL_RE.search(prose)
     if m:
-        arg, _closed = _balanced_arg(prose, m.end())
+        arg, closed = _balanced_arg(prose, m.end())
+        if cut and not closed:
+            return parsed
         if m.group(1) == "FINAL_VAR":
             parsed.final_var = _unquote(arg).strip()
         else:

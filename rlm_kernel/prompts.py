@@ -19,6 +19,9 @@ __all__ = [
     "step_feedback",
     "nudge_message",
     "final_var_missing_message",
+    "cut_reply_note",
+    "elided_output",
+    "instructions_as_user",
     "QUERY_RE_TAG",
 ]
 
@@ -111,7 +114,7 @@ def step_feedback(step: int, output_text: str, *, steps_left: int) -> str:
     body = output_text if output_text.strip() else "(no output)"
     return (
         f'<output step="{step}">\n{body}\n</output>\n'
-        f"{steps_left} steps left. Continue with one ```repl block, or finish with FINAL(...)."
+        f"{_left(steps_left)}. Continue with one ```repl block, or finish with FINAL(...)."
     )
 
 
@@ -119,7 +122,7 @@ def nudge_message(steps_left: int) -> str:
     """Sent when a reply had neither a code block nor FINAL: the loop goes on."""
     return (
         "<nudge>Your reply had no ```repl block and no FINAL(...). Write one ```repl block to run, "
-        f"or FINAL(answer) / FINAL_VAR(name) at the start of a line.</nudge>\n{steps_left} steps left."
+        f"or FINAL(answer) / FINAL_VAR(name) at the start of a line.</nudge>\n{_left(steps_left)}."
     )
 
 
@@ -129,3 +132,28 @@ def final_var_missing_message(name: str, available: list[str]) -> str:
         f"FINAL_VAR({name!r}) failed: there is no REPL variable named {name!r}. "
         f"Variables you made: {shown}. Assign the answer to a variable first, or use FINAL(answer)."
     )
+
+
+def _left(steps: int) -> str:
+    return f"{steps} step left" if steps == 1 else f"{steps} steps left"
+
+
+def cut_reply_note(bound: int, blocks_run: int, dropped: bool) -> str:
+    """Told to the model after a reply cut at the token bound (it cannot see that it was cut)."""
+    what = ("its unfinished last code block was not run" if dropped
+            else "it ended mid-sentence")
+    ran = f"its {blocks_run} complete code block{'s' if blocks_run != 1 else ''} ran" \
+        if blocks_run else "no code ran"
+    return (f"[note: your reply was cut at the limit of {bound} tokens: {what}; {ran}. "
+            "Keep replies short: one ```repl block, and no long prose.]")
+
+
+def elided_output(step: int, chars: int) -> str:
+    """A step's output as the model sees it once compacted out of its window."""
+    return (f'<output step="{step}">[elided to fit your context window: {chars:,} characters; '
+            "the variables it made are still in the REPL]</output>")
+
+
+def instructions_as_user(system: str, first_user: str) -> str:
+    """The first user message for servers whose chat template drops system messages."""
+    return f"<instructions>\n{system}</instructions>\n{first_user}"

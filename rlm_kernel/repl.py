@@ -23,6 +23,7 @@ import functools
 import itertools
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
@@ -93,6 +94,7 @@ class Repl:
         # a thread the model's code started cannot keep billing after it.
         self.active = True
         self._seq: dict[tuple[str, int | None], int] = {}
+        self._sent: dict[str, float] = {}  # call id -> when its request left
         self._lock = threading.Lock()
         self._baseline = set(namespace)
         self.bound: dict[str, Any] = {
@@ -146,6 +148,7 @@ class Repl:
         still allow it, and it is no longer queued but in flight."""
         self.budget.check_sending()
         call.move(CallState.INFLIGHT)
+        self._sent[call.call_id] = time.perf_counter()
 
     def begin_step(self, n: int | None) -> None:
         """A step (re)starts: its sub-calls are numbered from 1 again.
@@ -203,6 +206,10 @@ class Repl:
         else:
             call.move(CallState.CANCELLED if isinstance(result, RunStopped) else CallState.ERROR)
             call.error = redact(str(result) or type(result).__name__)
+            sent = self._sent.get(call.call_id)
+            if sent is not None:  # time spent on the wire before it failed
+                call.latency_s = time.perf_counter() - sent
+        self._sent.pop(call.call_id, None)
         self.observer.subcall_finished(self.run, call)
 
     def llm(self, prompt: Any, *, images: Any = None, model: str | None = None) -> str:
@@ -217,7 +224,12 @@ class Repl:
             result = self.client.loop.run(self.client.acomplete(
                 self._message(sp), model=model, depth=self.depth + 1, key=call.cache_key,
                 precheck=functools.partial(self._sending, call)))
-        except (ModelCallError, ReplayMissError, RunStopped) as exc:
+        except ModelCallError as exc:
+            self._finish(call, exc)
+            # Named, so a traceback in a step says which call (its %%llm cell has the id).
+            raise type(exc)(f"sub-call {call.call_id}: {exc}",
+                            status_code=exc.status_code) from None
+        except (ReplayMissError, RunStopped) as exc:
             self._finish(call, exc)
             raise
         except BaseException:

@@ -58,6 +58,7 @@ class Usage:
     cached_tokens: int = 0
     requests: int = 0
     cost_usd: float = 0.0
+    unreported: int = 0  # answered calls whose server reported no usage (streamed, llama.cpp)
 
     @property
     def total_tokens(self) -> int:
@@ -69,11 +70,16 @@ class Usage:
         self.cached_tokens += other.cached_tokens
         self.requests += other.requests
         self.cost_usd += other.cost_usd
+        self.unreported += other.unreported
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cached_tokens": self.cached_tokens, "requests": self.requests,
-                "cost_usd": self.cost_usd}
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens, "requests": self.requests,
+            "cost_usd": self.cost_usd}
+        if self.unreported:
+            out["unreported"] = self.unreported
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Usage:
@@ -224,6 +230,9 @@ class Step:
     status: StepState = StepState.PROPOSED
     edited: bool = False
     nudge: str | None = None  # the message sent back when the reply had nothing to run
+    finish_reason: str | None = None  # the server's; "length": cut at root_max_tokens
+    streamed: bool = False  # its prose was shown live (so its thought cell exists)
+    compaction: str | None = None  # what was elided from the model's view before this turn
 
     def __post_init__(self) -> None:
         self.status = StepState(self.status)
@@ -313,6 +322,7 @@ class Run:
     fork_of: ForkOf | None = None  # set on a branch: which run and step it forked from
     branch: str = ""  # a branch's label, shown in its cells and in comparisons
     superseded_by: str | None = None  # a later run of the same query cell replaced this one
+    elided_through: int = 0  # steps up to this one are shown to the model compacted
 
     @property
     def inherited(self) -> int:
@@ -387,6 +397,7 @@ class Run:
             "settings": dict(self.settings), "children": list(self.children),
             "fork_of": self.fork_of.to_dict() if self.fork_of is not None else None,
             "branch": self.branch, "superseded_by": self.superseded_by,
+            **({"elided_through": self.elided_through} if self.elided_through else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:

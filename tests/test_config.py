@@ -27,6 +27,7 @@ CHANGED = {
     "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-different-key-123456",
     "concurrency": 3, "requests_per_minute": 60, "tokens_per_minute": 1000, "max_retries": 1,
     "call_timeout": 7.0, "fast_transport": False, "temperature": 0.5, "root_max_tokens": 99,
+    "sub_max_tokens": 77, "stream": False,
     "prices": {"m": {"prompt": 1.0}}, "cache": False, "scripted_latency": 0.01,
 }
 

@@ -229,7 +229,7 @@ def test_provider_that_stays_down_ends_the_run_with_a_clear_error(scripted_serve
     srv = scripted_server(faults=FaultPlan(rate=1.0, kinds=(500, 503), retry_after_s=0.01))
     res = rlm_http(srv, max_retries=1).run("q", "ctx")
     assert res.status == "error" and res.answer is None and res.steps == []
-    assert re.fullmatch(rf"{re.escape(srv.base_url)} answered HTTP 50[03] after 1 retries: .*",
+    assert re.fullmatch(rf"root step 1: {re.escape(srv.base_url)} answered HTTP 50[03] after 1 retries: .*",
                         res.stop_reason)
     assert srv.model.stats.requests == 2
 
@@ -244,7 +244,7 @@ def test_closed_port_ends_the_run_with_a_clear_error(rlm_http) -> None:
 
     res = rlm_http(Closed, max_retries=0).run("q", "ctx")
     assert res.status == "error"
-    assert res.stop_reason.startswith(f"could not connect to {Closed.base_url} after 1 attempts")
+    assert res.stop_reason.startswith(f"root step 1: could not connect to {Closed.base_url} after 1 attempts")
 
 
 def test_a_failed_sub_call_is_an_error_in_the_step_not_the_end(rlm_inproc) -> None:
@@ -252,8 +252,10 @@ def test_a_failed_sub_call_is_an_error_in_the_step_not_the_end(rlm_inproc) -> No
                      max_retries=0)
     res = rlm.run("q", "ctx")
     assert res.answer == "went on"
-    assert res.steps[0].error.startswith("ModelNotFound: model 'gpt-not-served' was not found")
     (call,) = res.run.subcalls.values()
+    # The step's traceback names the call, whose %%llm cell carries the same id.
+    assert res.steps[0].error.startswith(
+        f"ModelNotFound: sub-call {call.call_id}: model 'gpt-not-served' was not found")
     assert call.status == "error" and "404" in call.error
 
 

@@ -157,3 +157,18 @@ def test_p95_is_nearest_rank() -> None:
     assert p95([]) == 0.0
     assert p95([3.0, 1.0, 2.0]) == 3.0
     assert p95([float(i) for i in range(1, 101)]) == 95.0
+
+
+def test_client_settings_are_flags_of_eval_too(tmp_path: Path) -> None:
+    """call_timeout, the token bounds, stream... (issue 15): every CLI setting of rlm-kernel run."""
+    code, results = run_cli(tmp_path, "--task", "sniah", "--n", "1", "--length", "2000",
+                            "--call-timeout", "7", "--sub-max-tokens", "99", "--no-stream")
+    assert code == 0 and results["summary"]["final"] == 1
+    from rlm_kernel.notebook import runs_from_notebook
+
+    nb = nbformat.read(str(tmp_path / results["tasks"][0]["notebook"]), as_version=4)
+    (run,) = [r for r in runs_from_notebook(nb).values() if r.depth == 0]
+    assert (run.settings["call_timeout"], run.settings["sub_max_tokens"],
+            run.settings["stream"]) == (7.0, 99, False)
+    assert main(["--task", "sniah", "--n", "1", "--length", "2000", "--out", str(tmp_path),
+                 "--system-role", "assistant"]) == 2

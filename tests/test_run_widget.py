@@ -317,3 +317,16 @@ def test_kernel_widget_stop_button_stops_the_run(kernel: Any) -> None:
     final = _panel_text(msgs, "update_display_data")
     assert final and "· stopped" in final[-1].splitlines()[0]
 
+
+
+# -- a streaming root reply ----------------------------------------------------------------------
+def test_the_panel_shows_a_root_reply_as_it_streams_then_hides_it(run: Run) -> None:
+    p = RunWidget(run, None, interval=0)
+    assert p.wants_stream and p.writing.layout.display == "none"
+    p.step_streaming(run, 1, "Let me look at <the> context first")
+    assert p.writing.layout.display == ""
+    assert "step 1 writing" in p.writing.value and "&lt;the&gt; context" in p.writing.value
+    p.step_streaming(run, 1, "x" * 5000, ended="stopped")
+    assert "stopped while writing" in p.writing.value and "x" * 5000 not in p.writing.value
+    p.step_proposed(run, Step(n=1, reply="done"))
+    assert p.writing.layout.display == "none"

@@ -16,6 +16,7 @@ import argparse
 import shlex
 import sys
 
+from ..config import add_setting_options, options_given
 from ..errors import ConfigError
 from . import FAMILIES
 from .runner import BASELINES, DEFAULT_WINDOW_TOKENS, VIAS, EvalSettings, load_prices, run_eval
@@ -65,7 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "through a real rlm kernel (the headless runner)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="where task files, notebooks, results.json and results.md go")
+    # Every other setting rlm-kernel run takes (call_timeout, max_retries, temperature, the
+    # token bounds, stream, ...), generated from the settings registry.
+    add_setting_options(p, "cli", skip=_OWN_FLAGS)
     return p
+
+
+#: Settings this parser defines its own way (above), not from the registry.
+_OWN_FLAGS = frozenset({"model", "sub_model", "base_url", "concurrency", "max_steps"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         prices=prices, via=args.via, window_tokens=args.window_tokens,
         command=shlex.join(["rlm-kernel", "eval", *argv]),
     )
+    try:
+        settings.extra = {k: v for k, v in options_given(args, "cli").items()
+                          if k not in _OWN_FLAGS}
+    except ConfigError as exc:
+        print(f"rlm-kernel eval: {exc}", file=sys.stderr)
+        return 2
     try:
         cfg = settings.config()
         if cfg.scripted:

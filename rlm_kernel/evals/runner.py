@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import nbformat
 
-from ..config import RLMConfig
+from ..config import RLMConfig, env_name, setting_traits
 from ..tasks.base import CHARS_PER_TOKEN, Task, write_task
 from . import generate
 from .scoring import score
@@ -134,6 +134,7 @@ class EvalSettings:
     via: str = "library"
     window_tokens: int = DEFAULT_WINDOW_TOKENS
     command: str = ""  # the command line, recorded so a table can be reproduced
+    extra: dict[str, Any] = field(default_factory=dict)  # other settings given as flags
 
     def config(self) -> RLMConfig:
         """The run configuration (the API key comes from the environment, never from here)."""
@@ -143,6 +144,7 @@ class EvalSettings:
             "prices": dict(self.prices) or None,
             "subcalls_enabled": None if self.baseline != "no-subcalls" else False,
         }
+        values.update(self.extra)
         return RLMConfig(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -328,6 +330,10 @@ def _kernel_env(s: EvalSettings) -> dict[str, str]:
         env["RLM_SUB_MODEL"] = s.sub_model
     if s.concurrency:
         env["RLM_CONCURRENCY"] = str(s.concurrency)
+    traits = setting_traits()
+    for name, value in s.extra.items():
+        env[env_name(name, traits[name])] = json.dumps(value) if isinstance(value, dict) \
+            else str(value)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return env

@@ -29,6 +29,7 @@ from ..notebook import (
     final_cell,
     fork_cell_source,
     fork_source,
+    has_thought_cell,
     llm_cell,
     query_cell,
     recorded_responses,
@@ -535,7 +536,7 @@ class RunDriver:
                 sc = step_cell(run, s)
                 msgs.append(cells.update_msg(run.run_id, sc["id"], metadata=sc["metadata"],
                                              source=sc["source"]))
-            if s.thought or s.code is None:
+            if has_thought_cell(s):
                 tc = thought_cell(run, s, record=s.code is None)
                 msgs.append(cells.update_msg(run.run_id, tc["id"], metadata=tc["metadata"]))
         for call in run.subcalls.values():

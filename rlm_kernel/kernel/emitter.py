@@ -20,7 +20,17 @@ import time
 from typing import Any, Protocol
 
 from .. import cells
-from ..notebook import child_run_cells, final_cell, llm_cell, query_cell, step_cell, thought_cell
+from ..notebook import (
+    child_run_cells,
+    compaction_cell,
+    final_cell,
+    has_thought_cell,
+    llm_cell,
+    query_cell,
+    step_cell,
+    streaming_cell,
+    thought_cell,
+)
 from ..observer import RunObserver
 from ..states import RunState
 from ..trajectory import Run, Step, SubCall
@@ -41,6 +51,8 @@ class CellSink(Protocol):
 
 class CellEmitter(RunObserver):
     """One per drive of a root run: knows where its cells go (after the query cell, in order)."""
+
+    wants_stream = True
 
     def __init__(self, sink: CellSink, root: Run, runs: dict[str, Run], *, anchor: str | None,
                  query_id: str, known: list[str] | None = None) -> None:
@@ -139,11 +151,27 @@ class CellEmitter(RunObserver):
         if run.depth == 0:
             self.emit(cells.status_msg(run.run_id, cells.run_status(run, self.runs), self.anchor))
 
+    def history_compacted(self, run: Run, n: int, note: str) -> None:
+        if run.depth:
+            return
+        cell = compaction_cell(run, Step(n=n, compaction=note))
+        self._upsert(run, cell, "compaction", source=cell["source"])
+
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
+        if run.depth:
+            return
+        cell = streaming_cell(run, n, text, ended)
+        self._upsert(run, cell, "thought", source=cell["source"])
+
     def step_proposed(self, run: Run, step: Step) -> None:
         if run.depth:
             return
-        if step.thought or step.code is None:
-            self._insert(run, thought_cell(run, step, record=step.code is None), "thought")
+        if step.compaction:
+            cell = compaction_cell(run, step)
+            self._upsert(run, cell, "compaction", source=cell["source"])
+        if has_thought_cell(step):
+            cell = thought_cell(run, step, record=step.code is None)
+            self._upsert(run, cell, "thought", source=cell["source"], metadata=cell["metadata"])
         if step.code is not None:
             self._insert(run, step_cell(run, step), "step")
 

@@ -10,6 +10,7 @@ is what lets Pause/Step/Stop messages reach the kernel mid-run (ipykernel >= 7.4
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import shlex
@@ -64,6 +65,17 @@ class RLMKernel(IPythonKernel):
         os.environ.pop(env_name("api_key", setting_traits()["api_key"]), None)
         # Warm the openai import (~1.5 s) off the main thread, so the first %%rlm starts at once.
         threading.Thread(target=_warm_imports, name="rlm-warm-imports", daemon=True).start()
+
+    def _load_config(self, cfg: Any, section_names: Any = None, traits: Any = None) -> None:
+        """``c.RLMKernel.<setting>`` is an RLM setting (read by :meth:`_settings`), not a trait of
+        this class: kept from traitlets, which would log it as "not recognized"."""
+        names = set(setting_traits())
+        own = cfg.get("RLMKernel") if "RLMKernel" in cfg else None
+        if own is not None and names & set(own):
+            cfg = copy.deepcopy(cfg)
+            for name in names & set(own):
+                del cfg["RLMKernel"][name]
+        super()._load_config(cfg, section_names, traits)
 
     async def do_execute(
         self, code: str, silent: bool, store_history: bool = True,

@@ -132,7 +132,8 @@ def subcalls_text(sc: Mapping[str, Any]) -> str:
 
 
 class RunWidget(RunObserver):
-    """Progress of one run: step k of max, a bar per ``llm_batch``, tokens, cost, time, Stop.
+    """Progress of one run: step k of max, the root reply as it streams, a bar per
+    ``llm_batch``, tokens, cost, time, Stop.
 
     ``stop`` is called when the user clicks Stop (the kernel routes the click's comm message to it
     even while a step blocks the main thread). ``runs`` is the session's run map, for the counters
@@ -160,6 +161,7 @@ class RunWidget(RunObserver):
         self.finished = False
         self.renders = 0  # how many times the widgets were refreshed (tests read it)
         self._display_id: Any = None
+        self._live: tuple[int, str, str | None] | None = None  # (step, text so far, ended)
 
         self.title = w.HTML()
         self.state = w.HTML()
@@ -170,6 +172,7 @@ class RunWidget(RunObserver):
         self.batch_box = w.VBox()
         self.batches_more = w.Label(layout=w.Layout(display="none"))
         self.answer = w.HTML(layout=w.Layout(display="none"))
+        self.writing = w.HTML(layout=w.Layout(display="none"))
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     tooltip="Stop this run: cancels in-flight model calls")
         self.stop_button.on_click(self._on_stop_click)
@@ -179,7 +182,7 @@ class RunWidget(RunObserver):
             w.HBox([self.title, self.state, self.stop_button],
                    layout=w.Layout(align_items="center", grid_gap="12px")),
             w.HBox([self.steps, self.steps_text], layout=w.Layout(align_items="center")),
-            self.meters, self.batches_more, self.batch_box, self.answer,
+            self.meters, self.writing, self.batches_more, self.batch_box, self.answer,
         ], layout=w.Layout(border="1px solid var(--jp-border-color2, #ccc)", padding="4px 8px"))
         self._render()
 
@@ -318,7 +321,20 @@ class RunWidget(RunObserver):
             f"sub-calls {subcalls_text(st.get('subcalls') or {})} · "
             f"{int(st.get('tokens') or 0):,} tokens · "
             f"${float(st.get('cost_usd') or 0.0):.4f} · {float(st.get('elapsed_s') or 0.0):.1f} s")
+        self._render_writing()
         self._render_batches()
+
+    def _render_writing(self) -> None:
+        live = None if self.finished else self._live
+        if live is None:
+            self.writing.layout.display = "none"
+            return
+        n, text, ended = live
+        what = f"{ended} while writing" if ended else "writing"
+        tail = text[-LIVE_CHARS:]
+        self.writing.value = (f"<i>step {n} {what}…</i><pre style='white-space: pre-wrap; "
+                              f"margin: 0'>{html.escape(tail)}</pre>")
+        self.writing.layout.display = ""
 
     def _render_batches(self) -> None:
         import ipywidgets as w
@@ -356,7 +372,16 @@ class RunWidget(RunObserver):
     def run_started(self, run: Run) -> None:
         self.update()
 
+    wants_stream = True
+
+    def step_streaming(self, run: Run, n: int, text: str, ended: str | None = None) -> None:
+        if run is self.run:
+            self._live = (n, text, ended)
+            self.update()
+
     def step_proposed(self, run: Run, step: Step) -> None:
+        if run is self.run:
+            self._live = None
         self.update()
 
     def step_finished(self, run: Run, step: Step) -> None:
@@ -398,6 +423,10 @@ def _click_early(button: Any, act: Callable[[], None]) -> None:
         return route(data, default)
 
     comm._reply_subshell_for = early  # type: ignore[union-attr]
+
+
+#: How much of a streaming root reply the panel shows (its end, where the model is writing).
+LIVE_CHARS = 600
 
 
 def _clip(text: str, limit: int = 300) -> str:

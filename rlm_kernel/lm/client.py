@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,12 +45,15 @@ from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .http11 import Http11Transport, fast_transport_ok
 from .loop import BackgroundLoop
+from .stream import StreamReader
 from .usage import UsageLedger
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["LMClient", "Completion"]
+__all__ = ["LMClient", "Completion", "window_from_error", "system_dropped"]
+
+log = logging.getLogger("rlm_kernel")
 
 SCRIPTED_BASE_URL = "http://scripted.invalid/v1"
 
@@ -68,8 +73,8 @@ def _loads(content: bytes) -> dict[str, Any]:
     return data
 
 
-def _read_completion(data: dict[str, Any]) -> tuple[str, int, int, int]:
-    """``(text, prompt, completion, cached tokens)`` of a chat-completion body.
+def _read_completion(data: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(text, finish reason, usage object)`` of a chat-completion body.
 
     Raises ValueError when the body is not a usable answer: an error object, no choices, or a
     message with no content (an empty string is a real, if short, answer). Usage counts that are
@@ -87,13 +92,17 @@ def _read_completion(data: dict[str, Any]) -> tuple[str, int, int, int]:
     text = message.get("content") if isinstance(message, dict) else None
     if not isinstance(text, str):
         raise ValueError("the message has no content")
-    u = data.get("usage") or {}
-    if not isinstance(u, dict):
-        u = {}
+    finish = choices[0].get("finish_reason")
+    usage = data.get("usage")
+    return (clean_text(text), (str(finish) if finish else None),
+            (usage if isinstance(usage, dict) else None))
+
+
+def _usage_counts(u: dict[str, Any]) -> tuple[int, int, int]:
+    """``(prompt, completion, cached)`` tokens of a usage object (missing counts are zero)."""
     details = u.get("prompt_tokens_details") or {}
     cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return (clean_text(text), _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")),
-            _count(cached))
+    return _count(u.get("prompt_tokens")), _count(u.get("completion_tokens")), _count(cached)
 
 
 #: More tokens than any model reads or writes in one call: a count above it is a server bug.
@@ -131,6 +140,37 @@ def _is_window_error(detail: str) -> bool:
     return any(w in low for w in _WINDOW_WORDS)
 
 
+_WINDOW_RE = re.compile(
+    r"(?:maximum context length is|context window of|context length of|n_ctx\W{0,3}|"
+    r"max_model_len\W{0,3})\s*(\d{3,9})", re.IGNORECASE)
+
+
+def window_from_error(message: str) -> int | None:
+    """The window size a context-overflow message states, e.g. llama.cpp's and vLLM's "This
+    model's maximum context length is 2048 tokens", or None when it names none."""
+    m = _WINDOW_RE.search(message)
+    return int(m.group(1)) if m else None
+
+
+#: More characters per token than any tokenizer averages on English prose: a prompt whose tokens
+#: times this is still below its system message's length cannot have included that message.
+_MAX_CHARS_PER_TOKEN = 8
+
+
+def system_dropped(prompt_tokens: int, system_chars: int) -> bool:
+    """A call whose prompt holds a system message of ``system_chars`` characters was counted at
+    so few tokens that the message cannot have been in it (0 tokens: nothing to tell)."""
+    return prompt_tokens > 0 and prompt_tokens * _MAX_CHARS_PER_TOKEN < system_chars
+
+
+_PROBE_SYSTEM = ("You are a careful assistant. Answer every question briefly and exactly, in plain "
+                 "words, without lists, headings or code unless asked. ") * 6
+
+#: Keys under which OpenAI-compatible servers list a model's window in ``/v1/models``.
+_WINDOW_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length",
+                "n_ctx", "n_ctx_train")
+
+
 @dataclass
 class Completion:
     text: str
@@ -139,6 +179,16 @@ class Completion:
     latency_s: float
     cache_key: str
     cached: bool
+    finish_reason: str | None = None  # "length": cut at the token bound (max_tokens)
+
+
+class _StreamCut(Exception):
+    """A streamed reply ended without a finish reason: interrupted by the server, or failed inside
+    the stream (llama.cpp answers 200 and then closes a stream whose prompt overflows)."""
+
+    def __init__(self, events: int, done: bool, detail: str) -> None:
+        super().__init__(detail)
+        self.events, self.done = events, done
 
 
 class _TokenWindow:
@@ -202,6 +252,17 @@ class LMClient:
         self.in_flight = 0
         self.max_in_flight = 0
         self.on_call_start: Callable[[], None] | None = None
+        # What this endpoint turned out to want, learned from its answers and kept for the
+        # client's life: the name of the token bound, whether it takes stream_options, whether
+        # streams survive (llama-cpp-python cuts a stream when another request waits), whether
+        # it drops system messages (set by the engine, which can tell from usage).
+        self.bound_param = "max_tokens"
+        self.stream_options = True
+        self.streaming = config.stream
+        self.cuts_streams = False  # then only a call alone in flight is streamed
+        self.system_dropped = False
+        self.window: int | None = None  # learned (amodel_window, overflows); the setting wins
+        self._window_asked = False
         self.loop.run(self._setup())
 
     async def _setup(self) -> None:
@@ -243,16 +304,22 @@ class LMClient:
         self._tokens = _TokenWindow(cfg.tokens_per_minute) if cfg.tokens_per_minute > 0 else None
 
     async def _on_request(self, request: httpx2.Request) -> None:
-        self.ledger.note_attempt()
+        if request.url.path.endswith("/chat/completions"):  # not the model listing
+            self.ledger.note_attempt()
 
     # -- parameters ---------------------------------------------------------------------------
     def params(self, *, root: bool) -> dict[str, Any]:
+        """The sampling parameters that make a response (and its cache key). The token bound is
+        not among them: it is sent, but a reply it cut is never cached, so raising it asks again
+        (and recorded trajectories keep their keys whatever the bound)."""
         out: dict[str, Any] = {}
         if self.config.temperature >= 0:
             out["temperature"] = self.config.temperature
-        if root and self.config.root_max_tokens > 0:
-            out["max_tokens"] = self.config.root_max_tokens
         return out
+
+    def bound(self, *, root: bool) -> int:
+        """Most tokens a reply may have (0: none sent)."""
+        return self.config.root_max_tokens if root else self.config.sub_max_tokens
 
     def key_for(self, messages: list[dict[str, Any]], model: str, root: bool = False) -> str:
         """The cache key of a call; data-URL images count by their sha256 (``key_messages``),
@@ -263,6 +330,7 @@ class LMClient:
     async def acomplete(
         self, messages: list[dict[str, Any]], *, model: str, depth: int, root: bool = False,
         key: str | None = None, precheck: Callable[[], None] | None = None,
+        max_tokens: int | None = None, on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         """One chat completion on the background loop (await it there, or use :meth:`complete`).
 
@@ -270,7 +338,9 @@ class LMClient:
         prompt is serialised and hashed once per call, not twice. ``precheck``: called when the
         call has its concurrency slot, just before it is sent (a run's budgets: a big batch stops
         sending once the budget is spent, instead of every queued call going out); what it raises
-        is the call's outcome.
+        is the call's outcome. ``max_tokens``: this call's token bound instead of the configured
+        one (the engine lowers it to what the window has left). ``on_text``: called on this loop
+        with each piece of text as a streamed reply arrives.
         """
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
@@ -301,8 +371,9 @@ class LMClient:
         if task is not None:
             self._inflight.add(task)
         try:
+            bound = self.bound(root=root) if max_tokens is None else max_tokens
             result = await self._call(messages, model=model, depth=depth, params=params, key=key,
-                                      precheck=precheck)
+                                      precheck=precheck, bound=bound, on_text=on_text)
         except BaseException as exc:
             if not fut.done():
                 fut.set_exception(exc if isinstance(exc, Exception) else RunStopped("cancelled"))
@@ -310,7 +381,7 @@ class LMClient:
             raise
         else:
             fut.set_result(result)
-            if self.config.cache:
+            if self.config.cache and result.finish_reason != "length":
                 self.cache.put(key, result.text)
             return result
         finally:
@@ -321,7 +392,8 @@ class LMClient:
 
     async def _call(self, messages: list[dict[str, Any]], *, model: str, depth: int,
                     params: dict[str, Any], key: str,
-                    precheck: Callable[[], None] | None = None) -> Completion:
+                    precheck: Callable[[], None] | None = None, bound: int = 0,
+                    on_text: Callable[[str], None] | None = None) -> Completion:
         import openai
 
         async with self._sem:
@@ -343,19 +415,14 @@ class LMClient:
             load[pool] += 1
             started = time.perf_counter()
             try:
-                # Through the openai client (its retries with backoff on 429/5xx/timeouts, its
-                # error classes, its headers), but with the body serialised once here and the
-                # answer read as plain JSON: the SDK's per-request transform of the messages and
-                # its pydantic parse of the response cost milliseconds of CPU per call.
-                raw = await self._clients[pool].post(
-                    "/chat/completions", cast_to=httpx2.Response,
-                    content=_dumps({"model": model, "messages": messages, **params}),
-                )  # Content-Type: application/json is among the client's default headers
-                data = _loads(raw.content)
-                text, prompt, completion, cached = _read_completion(data)
+                text, finish, usage_obj = await self._exchange(
+                    pool, {"model": model, "messages": messages, **params}, bound, on_text)
             except openai.APIError as exc:
                 self.ledger.note_failure()
                 raise self._error(exc, model) from None
+            except ModelCallError:
+                self.ledger.note_failure()
+                raise
             except ValueError as exc:  # not a usable chat completion
                 self.ledger.note_failure()
                 raise InvalidResponse(redact(
@@ -366,9 +433,117 @@ class LMClient:
                 self.in_flight -= 1
                 load[pool] -= 1
             latency = time.perf_counter() - started
-        usage = self.ledger.usage_for(model, prompt, completion, cached, self.config.prices)
+        if usage_obj is None:  # honestly unknown, not zero: counted as unreported
+            usage = Usage(requests=1, unreported=1)
+        else:
+            prompt, completion, cached = _usage_counts(usage_obj)
+            usage = self.ledger.usage_for(model, prompt, completion, cached, self.config.prices)
         self.ledger.record(model, depth, usage)
-        return Completion(text, model, usage, latency, key, False)
+        return Completion(text, model, usage, latency, key, False, finish)
+
+    async def _exchange(self, pool: int, body: dict[str, Any], bound: int,
+                        on_text: Callable[[str], None] | None,
+                        ) -> tuple[str, str | None, dict[str, Any] | None]:
+        """One call on the wire: ``(text, finish reason, usage object or None)``.
+
+        Through the openai client (its retries with backoff on 429/5xx/timeouts, its error
+        classes, its headers), with the body serialised once here and the answer read as plain
+        JSON or SSE: the SDK's per-request transform of the messages and its pydantic parse of the
+        response cost milliseconds of CPU per call. Each adaptation to what the server answered
+        happens at most once per call and is kept for the client's life: a refused ``max_tokens``
+        (sent again as ``max_completion_tokens``), refused ``stream_options`` (left out), a stream
+        the server cut (asked again without streaming).
+        """
+        import openai
+
+        adapted: set[str] = set()
+        while True:
+            wire = dict(body)
+            if bound > 0:
+                wire[self.bound_param] = bound
+            stream = (self.streaming and "plain" not in adapted
+                      and (not self.cuts_streams or self.in_flight <= 1))
+            if stream:
+                wire["stream"] = True
+                if self.stream_options:
+                    wire["stream_options"] = {"include_usage": True}
+            try:
+                if stream:
+                    return await self._streamed(pool, wire, on_text)
+                raw = await self._clients[pool].post(
+                    "/chat/completions", cast_to=httpx2.Response, content=_dumps(wire))
+                # Content-Type: application/json is among the client's default headers
+                return _read_completion(_loads(raw.content))
+            except openai.APIStatusError as exc:
+                change = self._adapt(exc, adapted, stream)
+                if change is None:
+                    raise
+                adapted.add(change)
+            except _StreamCut as cut:
+                adapted.add("plain")
+                if cut.done and cut.events and not self.cuts_streams:
+                    # [DONE] after events but no finish reason: the server interrupted it (a
+                    # llama-cpp-python server does when another request waits), and would
+                    # again: from now on only a call alone in flight is streamed.
+                    self.cuts_streams = True
+                    log.warning("rlm: %s cut a streamed reply short (%s); from now on only a "
+                                "call alone in flight is streamed to it. On llama-cpp-python, "
+                                "start the server with --interrupt_requests false to stream "
+                                "all calls.", self.base_url, cut)
+
+    def _adapt(self, exc: Any, adapted: set[str], stream: bool) -> str | None:
+        """What to change after a 400 that refused one of our parameters (None: nothing)."""
+        if getattr(exc, "status_code", None) not in (400, 422):
+            return None
+        detail = _error_message(exc).lower()
+        if ("max_tokens" in detail and "bound" not in adapted
+                and self.bound_param == "max_tokens"
+                and ("max_completion_tokens" in detail or "unsupported" in detail
+                     or "not supported" in detail)):
+            self.bound_param = "max_completion_tokens"
+            return "bound"
+        if stream and "stream_options" in detail and self.stream_options:
+            self.stream_options = False
+            return "stream_options"
+        return None
+
+    async def _streamed(self, pool: int, wire: dict[str, Any],
+                        on_text: Callable[[str], None] | None,
+                        ) -> tuple[str, str | None, dict[str, Any] | None]:
+        """A streamed call read to its end; closing it early (cancel, Stop, timeout) closes the
+        connection, which stops the server's generation."""
+        resp = await self._clients[pool].post(
+            "/chat/completions", cast_to=httpx2.Response, stream=True, content=_dumps(wire))
+        reader = StreamReader()
+        try:
+            if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                # Some servers answer a stream request with one JSON body (or an error object).
+                return _read_completion(_loads(await resp.aread()))
+            try:
+                async for piece in resp.aiter_bytes():
+                    new = reader.feed(piece)
+                    if new and on_text is not None:
+                        on_text(new)
+            except httpx2.TimeoutException:
+                raise ModelTimeout(redact(
+                    f"{self.base_url} sent nothing for {self.config.call_timeout:g} s in the "
+                    "middle of a streamed reply; check the server's load and log")) from None
+            except httpx2.TransportError as exc:
+                result = reader.close()
+                raise _StreamCut(result.events, result.done,
+                                 f"the connection broke after {result.events} events: "
+                                 f"{type(exc).__name__}") from None
+        finally:
+            await resp.aclose()
+        result = reader.close()
+        if result.error is not None:
+            raise BadRequest(redact(f"{self.base_url} reported an error inside the stream: "
+                                    f"{result.error}"), status_code=200)
+        if result.finish_reason is None:
+            raise _StreamCut(result.events, result.done,
+                             f"{result.events} events, {'[DONE]' if result.done else 'no [DONE]'}"
+                             ", no finish reason")
+        return clean_text(result.text), result.finish_reason, result.usage
 
     def _error(self, exc: openai.APIError, model: str) -> ModelCallError:
         """The openai client's exception as one of ours: a class per cause, the HTTP status, and
@@ -393,8 +568,9 @@ class LMClient:
         elif isinstance(exc, openai.APITimeoutError):
             kind, msg = ModelTimeout, (
                 f"{where} did not answer within {self.config.call_timeout:g} s on any of "
-                f"{retries + 1} attempts; check that the server is up and not overloaded, and "
-                "bound generation (root_max_tokens) rather than raising call_timeout")
+                f"{retries + 1} attempts; check that the server is up and not busy with an "
+                "earlier request, and bound generation (root_max_tokens, sub_max_tokens) rather "
+                "than raising call_timeout")
         elif isinstance(exc, openai.APIConnectionError):
             kind, msg = EndpointUnreachable, (
                 f"could not connect to {where} after {retries + 1} attempts; check "
@@ -416,6 +592,53 @@ class LMClient:
         else:
             kind, msg = ModelCallError, f"model call failed: {exc}"
         return kind(redact(msg), status_code=status)
+
+    # -- what the endpoint is like ----------------------------------------------------------
+    async def amodel_window(self, model: str) -> int | None:
+        """The context window ``/models`` reports for ``model`` (vLLM's ``max_model_len`` and
+        the like), or None: many servers (llama-cpp-python, OpenAI) report none. Asked once."""
+        if self._window_asked:
+            return self.window
+        self._window_asked = True
+        try:
+            raw = await self._client.get("/models", cast_to=httpx2.Response)
+            entries = _loads(raw.content).get("data") or []
+        except Exception:  # noqa: BLE001 - a listing is a hint; without it we learn otherwise
+            return self.window
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, dict) or entry.get("id") not in (model, None):
+                continue
+            for where in (entry, entry.get("meta") or {}):
+                for k in _WINDOW_KEYS:
+                    value = where.get(k) if isinstance(where, dict) else None
+                    if isinstance(value, int) and value > 0:
+                        self.window = self.window or value
+                        return self.window
+        return self.window
+
+    async def adrops_system(self, model: str, depth: int = 0) -> bool | None:
+        """Whether the server's chat template drops system messages, from the prompt tokens of a
+        one-token call whose system message is most of its text; None when it reports no usage.
+
+        Why: llama-cpp-python's ``gemma`` format (and others) silently drop them, and a server
+        that streams without usage gives no other sign. Asked only when the first root call's
+        usage could not tell; its usage is recorded like any call's.
+        """
+        body = {"model": model, "messages": [{"role": "system", "content": _PROBE_SYSTEM},
+                                             {"role": "user", "content": "Hi"}],
+                self.bound_param: 1}
+        try:
+            raw = await self._client.post("/chat/completions", cast_to=httpx2.Response,
+                                          content=_dumps(body))
+            _, _, usage_obj = _read_completion(_loads(raw.content))
+        except Exception:  # noqa: BLE001 - no answer, no conclusion
+            return None
+        if usage_obj is None:
+            return None
+        prompt, completion, cached = _usage_counts(usage_obj)
+        self.ledger.record(model, depth, self.ledger.usage_for(model, prompt, completion, cached,
+                                                               self.config.prices))
+        return system_dropped(prompt, len(_PROBE_SYSTEM))
 
     def complete(self, messages: list[dict[str, Any]], *, model: str, depth: int,
                  root: bool = False, key: str | None = None) -> Completion:

@@ -8,6 +8,7 @@ the loop thread from sustaining the request rate a server allows. See :class:`Ht
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -202,34 +203,35 @@ class Http11Transport(httpx2.AsyncBaseTransport):
                     close = value.lower() == b"close"
             if parts[0] == b"HTTP/1.0":
                 close = True
+            stream: httpx2.AsyncByteStream
             if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-                content = b""
+                stream = httpx2.ByteStream(b"")
             elif chunked:
-                pieces = []
-                while True:
-                    size = int((await conn.readline(read_timeout, request)).split(b";", 1)[0], 16)
-                    if size == 0:
-                        while await conn.readline(read_timeout, request):
-                            pass  # trailers
-                        break
-                    pieces.append(await conn.readexactly(size, read_timeout, request))
-                    await conn.readline(read_timeout, request)
-                content = b"".join(pieces)
+                # Read as it arrives (a streamed answer's events, live); the connection is
+                # released by the body: reused after its last chunk, closed if abandoned.
+                stream = _ChunkedBody(self, key, conn, read_timeout, request, close)
             elif length is not None:
-                content = await conn.readexactly(length, read_timeout, request)
+                stream = httpx2.ByteStream(await conn.readexactly(length, read_timeout, request))
             else:  # body delimited by the end of the connection
                 while not conn.closed:
                     await conn._more(read_timeout, request)
-                content, close = bytes(conn.buf), True
+                stream, close = httpx2.ByteStream(bytes(conn.buf)), True
         except BaseException:
             conn.close()  # unknown state (cancelled, timed out, malformed): never reuse it
             raise
-        if close or self._closed or len(idle) >= self._max_idle:
-            conn.close()
-        else:
+        if not isinstance(stream, _ChunkedBody):
+            self.release(key, conn, reuse=not close)
+        return httpx2.Response(status, headers=headers, stream=stream, request=request,
+                               extensions={"http_version": b"HTTP/1.1"})
+
+    def release(self, key: tuple[str, str, int], conn: _Connection, *, reuse: bool) -> None:
+        """Keep a connection whose exchange completed for the next request, or close it."""
+        idle = self._idle.setdefault(key, [])
+        if reuse and not conn.closed and not conn.buf and not self._closed \
+                and len(idle) < self._max_idle:
             idle.append(conn)
-        return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
-                               request=request, extensions={"http_version": b"HTTP/1.1"})
+        else:
+            conn.close()
 
     async def aclose(self) -> None:
         self._closed = True
@@ -237,6 +239,45 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             for conn in conns:
                 conn.close()
         self._idle.clear()
+
+
+class _ChunkedBody(httpx2.AsyncByteStream):
+    """A chunked response body handed over chunk by chunk as it arrives.
+
+    Why: a streamed chat completion is read event by event (live prose, and a reader that stops
+    early). Closing the body before its end closes the connection, which is what tells a server
+    such as llama.cpp's to stop generating; a body read to its end gives the connection back.
+    """
+
+    def __init__(self, transport: Http11Transport, key: tuple[str, str, int], conn: _Connection,
+                 timeout: float | None, request: httpx2.Request, close: bool) -> None:
+        self._transport, self._key, self._conn = transport, key, conn
+        self._timeout, self._request, self._close = timeout, request, close
+        self._complete = False
+        self._released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn, timeout, request = self._conn, self._timeout, self._request
+        try:
+            while True:
+                size = int((await conn.readline(timeout, request)).split(b";", 1)[0], 16)
+                if size == 0:
+                    while await conn.readline(timeout, request):
+                        pass  # trailers
+                    self._complete = True
+                    return
+                data = await conn.readexactly(size, timeout, request)
+                await conn.readline(timeout, request)
+                yield data
+        except BaseException:
+            conn.close()
+            raise
+
+    async def aclose(self) -> None:
+        if not self._released:
+            self._released = True
+            self._transport.release(self._key, self._conn,
+                                    reuse=self._complete and not self._close)
 
 
 def fast_transport_ok() -> bool:

@@ -157,7 +157,10 @@ class RootView:
 
 
 def is_root_request(messages: tuple[tuple[str, str], ...]) -> bool:
-    """Root calls carry the engine's system prompt; sub-calls are a lone user message."""
+    """Root calls carry the engine's system prompt (or, with ``system_role = user``, its
+    instructions at the head of the first user message); sub-calls are a lone user message."""
+    if messages and messages[0][0] == "user" and messages[0][1].startswith("<instructions>"):
+        return ROOT_MARKER in messages[0][1]
     return any(role in ("system", "developer") and ROOT_MARKER in text for role, text in messages)
 
 
