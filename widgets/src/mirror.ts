@@ -57,14 +57,16 @@ export interface IMirrorOptions {
   schedule?: (fn: () => void) => number;
   cancel?: (handle: number) => void;
   now?: () => number;
+  /** True when a key or click waits: the frame's work stops early (Chromium tells). */
+  inputPending?: () => boolean;
 }
 
 /** Max time per frame spent editing the model; the rest of the frame is left for the page. */
-export const FRAME_BUDGET_MS = 30;
+export const FRAME_BUDGET_MS = 16;
 /** Max time for the work a sparse (urgent) message triggers before the rest waits a frame. */
 export const URGENT_BUDGET_MS = 150;
 /** Cells per `insertCells` call: JupyterLab builds each new cell's widget in that call. */
-export const INSERT_CHUNK = 50;
+export const INSERT_CHUNK = 25;
 
 export class CellMirror {
   /** Called after each application with the ids of cells inserted or changed in it. */
@@ -76,6 +78,7 @@ export class CellMirror {
     this._schedule = options.schedule ?? (fn => requestAnimationFrame(fn));
     this._cancel = options.cancel ?? (h => cancelAnimationFrame(h));
     this._now = options.now ?? (() => performance.now());
+    this._inputPending = options.inputPending ?? inputPendingOf(globalThis.navigator);
   }
 
   /** Ops waiting for a frame (for tests and diagnostics). */
@@ -190,24 +193,26 @@ export class CellMirror {
     const start = this._now();
     const touched = new Set<string>();
     try {
-      while (this._head < this._queue.length && this._now() - start < budget) {
-        const op = this._queue[this._head++];
-        if (op.op === 'patch') {
-          this._pendingPatches.delete(op.id);
-          const cell = this._cell(op.id);
-          if (cell) {
-            applyPatch(cell, op.patch);
-            touched.add(op.id);
-          }
+      const first = this._head;
+      // At least one op per frame, so a human typing without pause cannot starve the run.
+      const inBudget = () =>
+        this._head < this._queue.length &&
+        (this._head === first ||
+          (this._now() - start < budget && !(budget !== Infinity && this._inputPending())));
+      while (inBudget()) {
+        if (this._inPlace(this._queue[this._head])) {
+          // Edits of existing cells (a sub-call's answer, a step's end) go in one transaction:
+          // one change event for the notebook instead of one per cell. Kernel edits are not
+          // the human's to undo.
+          nb.transact(() => {
+            while (inBudget() && this._inPlace(this._queue[this._head])) {
+              this._applyInPlace(this._queue[this._head++], touched);
+            }
+          }, false);
           continue;
         }
+        const op = this._queue[this._head++] as IUpsert;
         this._settled(op);
-        const existing = this._cell(op.cell.id);
-        if (existing) {
-          applyPatch(existing, cellToPatch(op.cell));
-          touched.add(op.cell.id);
-          continue;
-        }
         let at = op.after ? this.indexOf(op.after) : -1;
         if (at < 0 && op.anchor) {
           at = this.indexOf(op.anchor);
@@ -248,6 +253,26 @@ export class CellMirror {
     if (touched.size) {
       this.onApplied(touched);
     }
+  }
+
+  /** Does this op edit a cell in place (or nothing), rather than insert one? */
+  private _inPlace(op: Op): boolean {
+    return op.op === 'patch' || this._cell(op.cell.id) !== null;
+  }
+
+  private _applyInPlace(op: Op, touched: Set<string>): void {
+    if (op.op === 'patch') {
+      this._pendingPatches.delete(op.id);
+      const cell = this._cell(op.id);
+      if (cell) {
+        applyPatch(cell, op.patch);
+        touched.add(op.id);
+      }
+      return;
+    }
+    this._settled(op);
+    applyPatch(this._cell(op.cell.id)!, cellToPatch(op.cell));
+    touched.add(op.cell.id);
   }
 
   /** An upsert leaves the queue: later patches to its cell go to the model. */
@@ -364,6 +389,7 @@ export class CellMirror {
   private _schedule: (fn: () => void) => number;
   private _cancel: (handle: number) => void;
   private _now: () => number;
+  private _inputPending: () => boolean;
   private _nb: ISharedNotebook | null = null;
   private _byId = new Map<string, ISharedCell>();
   private _pos = new Map<string, number>();
@@ -373,6 +399,13 @@ export class CellMirror {
   private _subcalls = new Set<string>();
   private _pendingUpserts = new Map<string, IUpsert>();
   private _pendingPatches = new Map<string, IPatch>();
+}
+
+/** `navigator.scheduling.isInputPending` where the browser has it; else never pending. */
+function inputPendingOf(nav: unknown): () => boolean {
+  const scheduling = (nav as { scheduling?: { isInputPending?: () => boolean } } | undefined)
+    ?.scheduling;
+  return scheduling?.isInputPending ? () => scheduling.isInputPending!() : () => false;
 }
 
 /**

@@ -35,7 +35,7 @@ export function notebook(cells: Partial<nbformat.ICell>[] = []): YNotebook {
 /** A mirror whose frames run only when the test says so (`frames.run()`). */
 export function mirrorOn(
   nb: YNotebook,
-  options: { clock?: () => number; collapse?: boolean } = {}
+  options: { clock?: () => number; collapse?: boolean; inputPending?: () => boolean } = {}
 ) {
   const queued = new Map<number, () => void>();
   let next = 1;
@@ -49,7 +49,8 @@ export function mirrorOn(
     cancel: h => {
       queued.delete(h);
     },
-    now: options.clock
+    now: options.clock,
+    inputPending: options.inputPending ?? (() => false)
   });
   const frames = {
     get waiting(): number {

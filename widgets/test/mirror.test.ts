@@ -202,6 +202,23 @@ describe('CellMirror', () => {
     expect(n).toBe(Math.ceil(600 / INSERT_CHUNK / 2)); // two edits per frame
   });
 
+  it('yields the rest of a frame when a key press waits', () => {
+    const nb = start();
+    let pending = false;
+    const { mirror, frames } = mirrorOn(nb, { inputPending: () => pending });
+    let after = 'q';
+    for (let i = 0; i < 3 * INSERT_CHUNK; i++) {
+      mirror.insert(insert(code(`c${i}`, 'llm'), after));
+      after = `c${i}`;
+    }
+    pending = true;
+    frames.run();
+    expect(nb.cells.length).toBe(2 + INSERT_CHUNK); // one chunk, then the key goes first
+    pending = false;
+    frames.run();
+    expect(nb.cells.length).toBe(2 + 3 * INSERT_CHUNK);
+  });
+
   it('stays linear: 5,000 sub-calls inserted and answered', () => {
     const run = (n: number) => {
       const nb = start();
