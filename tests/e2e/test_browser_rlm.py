@@ -34,6 +34,7 @@ from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 from rlm_kernel.scripted.policies import RootView, register_root_policy, unregister_policy
 
 NB_JS = "window.jupyterapp.shell.currentWidget"
+PLUGIN = "rlm-kernel-extension:plugin"
 LATENCY = 0.6  # seconds per model call (root and sub) unless a test changes it
 
 # -------------------------------------------------------------------- policies for these tests
@@ -404,6 +405,22 @@ def test_live_run_counts_errors(rlm_lab, page, make_log) -> None:
     assert _kinds(saved.cells).count("llm") == 8
     assert all("rlm" in c.metadata for c in saved.cells[1:-1])
     assert saved.cells[1].metadata["rlm"]["run"] == final["metadata"]["rlm"]["run"]
+
+    # The settings (schema/plugin.json) reach the page: with summaries off, the reopened
+    # trajectory's collapsed sub-calls show their %%llm line again.
+    settings = "window.jupyterapp.serviceManager.settings"
+    schema = pg.evaluate(f"{settings}.fetch('{PLUGIN}').then(s => s.schema.properties)")
+    assert {"groupBatches", "collapseSubcalls", "showSummaries"} <= set(schema), schema
+    pg.evaluate(f"{settings}.save('{PLUGIN}', JSON.stringify({{showSummaries: false}}))")
+    try:
+        _open(pg, lab, "count.ipynb")
+        pg.wait_for_selector(".jp-Cell.rlm-kind-llm", state="attached", timeout=15_000)
+        pg.wait_for_function("!document.querySelector('.jp-Cell.rlm-summarized')", timeout=15_000)
+        pg.locator(".jp-Cell.rlm-kind-llm").first.scroll_into_view_if_needed()
+        plain = [x for x in _summaries(pg) if x["text"] is not None]
+        assert plain and all(x["summary"] is None and x["text"] != "none" for x in plain), plain
+    finally:
+        pg.evaluate(f"{settings}.save('{PLUGIN}', '{{}}')")
     assert not pg.errors, pg.errors  # type: ignore[attr-defined]
     print(f"live run test: {time.monotonic() - started:.1f} s")
 
