@@ -1,15 +1,16 @@
 """Write ``cells_transcript.json``: one recorded ``rlm.cells`` v2 session, for both clients' tests.
 
 The transcript is what a front-end receives from the kernel during one run, in arrival order,
-including what goes wrong on a loaded machine: a lost message (a seq gap), two duplicates (one
-message delivered twice), the ``sync`` that answers the client's ``hello`` after the gap. With it
+including what goes wrong on a loaded machine: a lost message (a seq gap), two duplicates (a
+message delivered twice; the second one after the sync, where applying it again would undo the
+answers it predates), the ``sync`` that answers the client's ``hello`` after the gap. With it
 come the notebook's cells before the run and the cells every client must end with. The Python
 ``NotebookMirror`` (tests/test_mirror_transcript.py) and the JupyterLab mirror
 (widgets/test/transcript.test.ts) replay the same file, so the two clients cannot drift apart.
 
 This generator builds the session by hand from the protocol's definition (rlm_kernel/cells.py);
 a transcript recorded from a real kernel run can replace the file: the tests read whatever it
-holds (``expected.resyncs`` / ``expected.duplicates`` are checked only when present).
+holds (``expected.gaps`` / ``expected.duplicates`` are checked only when present).
 
     python tests/data/make_cells_transcript.py   # rewrites tests/data/cells_transcript.json
 """
@@ -157,7 +158,6 @@ def build() -> dict[str, Any]:
     # Lost on the way (IOPub dropped it): the first two answers.
     k.batch(update(c_ok[0]["id"], outputs=c_ok[0]["outputs"], metadata=c_ok[0]["metadata"]),
             update(c_ok[1]["id"], outputs=c_ok[1]["outputs"], metadata=c_ok[1]["metadata"]))
-    recv(k.sent[5])  # a duplicate: the same batch delivered twice
     inflight = {i: call(i, "inflight") for i in (2, 3)}
     recv(k.batch(update(inflight[2]["id"], metadata=inflight[2]["metadata"]),
                  update(inflight[3]["id"], metadata=inflight[3]["metadata"]),
@@ -165,7 +165,7 @@ def build() -> dict[str, Any]:
     # The client saw the gap (6 missing) and said hello; the kernel sends more meanwhile.
     recv(k.batch(update(c_ok[2]["id"], outputs=c_ok[2]["outputs"], metadata=c_ok[2]["metadata"]),
                  update(c_ok[3]["id"], outputs=c_ok[3]["outputs"], metadata=c_ok[3]["metadata"])))
-    recv(k.sent[7])  # another duplicate
+    recv(k.sent[7])  # a duplicate: the same batch delivered twice
     # The reply to hello: the whole run as of message 8.
     recv({"v": V, "type": "sync", "seq": k.seq, "runs": [{
         "run": RUN, "anchor": QUERY,
@@ -174,6 +174,7 @@ def build() -> dict[str, Any]:
         "finished": None}]})
     recv(k.send(update(s2["id"], execution_count=4, outputs=s2_done["outputs"],
                        metadata=s2_done["metadata"])))
+    recv(k.sent[5])  # a late duplicate: re-applied, it would empty the four answers again
     recv(k.batch(insert(t3, c_ok[3]["id"]), insert(step(3, "FINAL_VAR('total')"), t3["id"])))
     recv(k.send(update(s3_done["id"], execution_count=5, outputs=s3_done["outputs"],
                        metadata=s3_done["metadata"])))
@@ -201,7 +202,7 @@ def build() -> dict[str, Any]:
         "messages": received,
         "expected": {
             "cells": expected_cells,
-            "resyncs": 1,
+            "gaps": 1,
             "duplicates": 2,
             "runs": {RUN: {"outcome": "final", "answer": "13"}},
         },

@@ -8,9 +8,10 @@
  * moves are seen too); a cell's position is needed only to insert after it, and comes from a
  * remembered position checked in O(1) (searched outward from there when something above moved).
  *
- * Sub-call messages and `sync` catch-ups are queued and applied once per animation frame within a
- * time budget, in chunks, so a burst becomes a few model edits per frame and the page keeps
- * answering keys. A run's other messages (step cells, a step's end, the final answer) are sparse
+ * Sub-call messages and `sync` catch-ups are queued and applied on animation frames, within a time
+ * budget, at most every PACE_MS while a backlog lasts (the rendering our edits cause comes after
+ * them), and a frame's work stops when a key press waits: the page keeps answering keys while
+ * thousands of cells arrive. A run's other messages (step cells, a step's end, the final answer) are sparse
  * and are applied as they arrive, with what is queued before them (in order, within a larger
  * budget). Cells are found by id, never by index: one kernel can back several panels, and a
  * message whose anchor is not in this notebook is ignored.
@@ -65,8 +66,15 @@ export interface IMirrorOptions {
 export const FRAME_BUDGET_MS = 16;
 /** Max time for the work a sparse (urgent) message triggers before the rest waits a frame. */
 export const URGENT_BUDGET_MS = 150;
-/** Cells per `insertCells` call: JupyterLab builds each new cell's widget in that call. */
-export const INSERT_CHUNK = 25;
+/** Cells per `insertCells` call (JupyterLab builds each new cell's widget in that call). */
+export const INSERT_CHUNK = 50;
+/**
+ * While a backlog lasts, burst flushes start at most this often. Each structural edit makes
+ * JupyterLab's notebook render placeholder cells for up to 50 ms in its next update (with a
+ * layout read per cell), outside our budget; pacing our edits bounds how often that happens, and
+ * leaves the time between to the human's keys and to idle-time rendering.
+ */
+export const PACE_MS = 100;
 
 export class CellMirror {
   /** Called after each application with the ids of cells inserted or changed in it. */
@@ -167,16 +175,27 @@ export class CellMirror {
     const burst = op.op === 'upsert' ? op.kind === 'llm' || op.catchUp : this._subcalls.has(op.id);
     if (burst) {
       if (!this._frame) {
-        this._frame = this._schedule(() => {
-          this._frame = 0;
-          this._flush(FRAME_BUDGET_MS);
-        });
+        this._frame = this._schedule(this._onFrame);
       }
       return;
     }
     this._cancelFrame();
     this._flush(URGENT_BUDGET_MS);
   }
+
+  private _onFrame = (): void => {
+    this._frame = 0;
+    const now = this._now();
+    if (this._lastFlush !== null && now - this._lastFlush < PACE_MS) {
+      this._frame = this._schedule(this._onFrame); // not yet: see PACE_MS
+      return;
+    }
+    this._lastFlush = now;
+    this._flush(FRAME_BUDGET_MS);
+    if (!this.pending) {
+      this._lastFlush = null; // the next burst starts at once
+    }
+  };
 
   private _cancelFrame(): void {
     if (this._frame) {
@@ -192,8 +211,8 @@ export class CellMirror {
     }
     const start = this._now();
     const touched = new Set<string>();
+    const first = this._head;
     try {
-      const first = this._head;
       // At least one op per frame, so a human typing without pause cannot starve the run.
       const inBudget = () =>
         this._head < this._queue.length &&
@@ -245,10 +264,7 @@ export class CellMirror {
       this._queue = [];
       this._head = 0;
     } else if (!this._frame) {
-      this._frame = this._schedule(() => {
-        this._frame = 0;
-        this._flush(FRAME_BUDGET_MS);
-      });
+      this._frame = this._schedule(this._onFrame);
     }
     if (touched.size) {
       this.onApplied(touched);
@@ -396,6 +412,7 @@ export class CellMirror {
   private _queue: Op[] = [];
   private _head = 0;
   private _frame = 0;
+  private _lastFlush: number | null = null;
   private _subcalls = new Set<string>();
   private _pendingUpserts = new Map<string, IUpsert>();
   private _pendingPatches = new Map<string, IPatch>();

@@ -26,7 +26,7 @@ export class SeqGate {
     return this._last;
   }
 
-  /** Messages found missing so far (for diagnostics). */
+  /** Times messages were found missing (for diagnostics; as the Python mirror's `gaps`). */
   get gaps(): number {
     return this._gaps;
   }
@@ -57,7 +57,7 @@ export class SeqGate {
     if (last === null || seq === last + 1) {
       return { apply: true, resync: false };
     }
-    this._gaps += seq - last - 1;
+    this._gaps += 1;
     const resync = !this.resyncing;
     if (resync) {
       this._resyncAt = this._now();

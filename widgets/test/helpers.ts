@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { YNotebook } from '@jupyter/ydoc';
 import type * as nbformat from '@jupyterlab/nbformat';
-import { CellMirror } from '../src/mirror';
+import { CellMirror, PACE_MS } from '../src/mirror';
 
 export const TRANSCRIPT = resolve(__dirname, '../../tests/data/cells_transcript.json');
 
@@ -18,7 +18,7 @@ export interface ITranscript {
       kind: string | null;
       outputs?: nbformat.IOutput[];
     }[];
-    resyncs?: number;
+    gaps?: number;
     duplicates?: number;
     runs?: Record<string, Record<string, unknown>>;
   };
@@ -32,13 +32,23 @@ export function notebook(cells: Partial<nbformat.ICell>[] = []): YNotebook {
   return YNotebook.create({ data: { cells: cells as nbformat.ICell[] } });
 }
 
-/** A mirror whose frames run only when the test says so (`frames.run()`). */
+/**
+ * A mirror whose frames run only when the test says so (`frames.run()`). Each run moves the
+ * mirror's clock on by PACE_MS (so paced flushes are due) unless `pace: false`.
+ */
 export function mirrorOn(
   nb: YNotebook,
-  options: { clock?: () => number; collapse?: boolean; inputPending?: () => boolean } = {}
+  options: {
+    clock?: () => number;
+    collapse?: boolean;
+    inputPending?: () => boolean;
+    pace?: boolean;
+  } = {}
 ) {
   const queued = new Map<number, () => void>();
   let next = 1;
+  let offset = 0;
+  const base = options.clock ?? (() => performance.now());
   const mirror = new CellMirror({
     notebook: () => nb,
     collapseSubcalls: () => options.collapse ?? true,
@@ -49,7 +59,7 @@ export function mirrorOn(
     cancel: h => {
       queued.delete(h);
     },
-    now: options.clock,
+    now: () => base() + offset,
     inputPending: options.inputPending ?? (() => false)
   });
   const frames = {
@@ -58,6 +68,9 @@ export function mirrorOn(
     },
     /** Run the frames scheduled so far; returns how many ran. */
     run(): number {
+      if (options.pace !== false) {
+        offset += PACE_MS;
+      }
       const fns = [...queued.values()];
       queued.clear();
       fns.forEach(fn => fn());
