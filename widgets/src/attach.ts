@@ -73,6 +73,10 @@ export function attachToPanel(panel: NotebookPanel, settings: SettingsHolder): I
   // reset here, so a human's own re-run of a step cell is left alone.
   const busy = new Set<string>();
   const showBusy = (ids: ReadonlySet<string>) => {
+    // One transaction for all (the execution state lives in the shared model).
+    panel.model?.sharedModel.transact(() => markBusy(ids), false);
+  };
+  const markBusy = (ids: ReadonlySet<string>) => {
     const live = new Set([...runs.all()].filter(r => !r.finish).map(r => r.run));
     const widgets = panel.content.widgets;
     for (const id of ids) {

@@ -28,8 +28,12 @@ export function readTranscript(): ITranscript {
   return JSON.parse(readFileSync(TRANSCRIPT, 'utf-8')) as ITranscript;
 }
 
-export function notebook(cells: Partial<nbformat.ICell>[] = []): YNotebook {
-  return YNotebook.create({ data: { cells: cells as nbformat.ICell[] } });
+/** A shared notebook; `perCellUndo` as JupyterLab makes them (an undo manager per cell). */
+export function notebook(cells: Partial<nbformat.ICell>[] = [], perCellUndo = false): YNotebook {
+  return YNotebook.create({
+    data: { cells: cells as nbformat.ICell[] },
+    disableDocumentWideUndoRedo: perCellUndo
+  });
 }
 
 /**

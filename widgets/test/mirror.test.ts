@@ -262,6 +262,38 @@ describe('CellMirror', () => {
     expect(nb.cells.length).toBe(2 + n);
   });
 
+  it('makes one transaction per inserted chain and per group of edits', () => {
+    // JupyterLab gives each cell an undo manager that sees every transaction of the notebook, so
+    // a transaction costs O(cells): creating a cell alone is five of them.
+    const nb = notebook(
+      [
+        { id: 'q', cell_type: 'code', source: '', metadata: {}, outputs: [], execution_count: null }
+      ],
+      true
+    );
+    const { mirror, frames } = mirrorOn(nb, { clock: () => 0 });
+    let transactions = 0;
+    nb.ydoc.on('afterTransaction', () => (transactions += 1));
+    let after = 'q';
+    for (let i = 0; i < INSERT_CHUNK; i++) {
+      mirror.insert(insert(code(`c${i}`, 'llm'), after));
+      after = `c${i}`;
+    }
+    frames.drain();
+    expect(nb.cells.length).toBe(1 + INSERT_CHUNK);
+    expect(transactions).toBe(1);
+    for (let i = 0; i < 20; i++) {
+      mirror.update({
+        type: 'update',
+        run: RUN,
+        id: `c${i}`,
+        patch: { outputs: answer(String(i)) }
+      });
+    }
+    frames.drain();
+    expect(transactions).toBe(2);
+  });
+
   it('stays linear: 5,000 sub-calls inserted and answered', () => {
     const run = (n: number) => {
       const nb = start();
