@@ -1,7 +1,9 @@
 """The JupyterLab extension against a stock python3 kernel that plays the RLM kernel's side.
 
-The query cell's own Python opens an ``rlm.cells`` comm and sends messages built with
-``rlm_kernel.cells``, sleeping between them so the cells must appear while it still runs.
+The query cell's own Python opens an ``rlm.cells`` comm and sends protocol v2 messages (built here
+from the protocol's definition in ``rlm_kernel/cells.py``: the envelope with ``seq``, ``batch``),
+sleeping between them so the cells must appear while it still runs. It also plays what a loaded
+machine does to the messages: one delivered twice, one lost.
 """
 
 from __future__ import annotations
@@ -22,15 +24,26 @@ KERNEL_SIDE = r'''
 import time
 from comm import create_comm
 from IPython import get_ipython
-from rlm_kernel import cells as P
 
+TARGET = "rlm.cells"
 received = []
 RUN = "r1"
+seq = 0
+last = None
 
-def status(step, done=0, inflight=0, state="running"):
-    return P.status_payload(state=state, step=step, max_steps=5,
-                            subcalls={"done": done, "inflight": inflight}, tokens=1234 * step,
-                            cost_usd=0.0012 * step, elapsed_s=0.5 * step)
+def numbered(msg):
+    """The kernel's envelope: one counter, +1 per message sent."""
+    global seq
+    seq += 1
+    return {"v": 2, "seq": seq, **msg}
+
+def status(step, done=0, inflight=0, queued=0, state="running"):
+    return {"type": "status", "run": RUN, "status": {
+        "state": state, "step": step, "max_steps": 5,
+        "subcalls": {"done": done, "queued": queued, "inflight": inflight, "failed": 0,
+                     "cancelled": 0},
+        "tokens": 1234 * step, "cost_usd": 0.0012 * step, "elapsed_s": 0.5 * step,
+        "reason": None}}
 
 def md(cid, kind, text, **rlm):
     return {"id": cid, "cell_type": "markdown", "source": text,
@@ -40,61 +53,76 @@ def code(cid, kind, src, outputs=(), n=None, **rlm):
     return {"id": cid, "cell_type": "code", "source": src, "outputs": list(outputs),
             "execution_count": n, "metadata": {"rlm": {"run": RUN, "kind": kind, **rlm}}}
 
+def insert(cell, after, run=RUN, anchor=None):
+    return {"type": "insert", "run": run, "id": cell["id"], "anchor": anchor or ANCHOR,
+            "after": after, "kind": cell["metadata"]["rlm"]["kind"], "cell": cell}
+
+def update(cid, **patch):
+    return {"type": "update", "run": RUN, "id": cid, "patch": patch}
+
 def text_result(t, n):
     return {"output_type": "execute_result", "execution_count": n,
             "data": {"text/plain": t}, "metadata": {}}
 
 def send(msg, pause=0.4):
-    c.send(msg)
+    global last
+    last = numbered(msg)
+    c.send(last)
     time.sleep(pause)
 
+def batch(*msgs, pause=0.4):
+    send({"type": "batch", "msgs": list(msgs)}, pause)
+
 def run():
-    global c
-    anchor = get_ipython().kernel.get_parent()["metadata"].get("cellId")
-    c = create_comm(target_name=P.TARGET, data=P.status_msg(RUN, status(0)))
+    global c, ANCHOR, seq
+    ANCHOR = get_ipython().kernel.get_parent()["metadata"].get("cellId")
+    c = create_comm(target_name=TARGET, data=numbered(status(0)))
     c.on_msg(lambda m: received.append(m["content"]["data"]))
 
-    send(P.insert_msg(RUN, md("r1-thought-1", "thought", "I will peek at the context first.", step=1),
-                      anchor=anchor, after=None, kind="thought"))
-    send(P.insert_msg(RUN, code("r1-step-1", "step", "# rlm: run=r1 step=1\nprint(context[:20])", step=1),
-                      anchor=anchor, after="r1-thought-1", kind="step"))
-    send(P.update_msg(RUN, "r1-step-1", execution_count=7,
-                      outputs=[{"output_type": "stream", "name": "stdout", "text": "The quick brown fox\n"}]))
-    send(P.status_msg(RUN, status(1)))
-    after = "r1-step-1"
+    batch(insert(md("r1-thought-1", "thought", "I will peek at the context first.", step=1), None),
+          insert(code("r1-step-1", "step", "# rlm: run=r1 step=1\nprint(context[:20])", step=1),
+                 "r1-thought-1"))
+    send(update("r1-step-1", execution_count=7,
+                outputs=[{"output_type": "stream", "name": "stdout", "text": "The quick brown fox\n"}]))
+    send(status(1))
+    after, llm = "r1-step-1", []
     for i in range(3):
         cid = f"r1-llm-{i}"
-        send(P.insert_msg(RUN, code(cid, "llm", f"%%llm\nSummarize chunk {i}",
-                                    [text_result(f"summary {i}", 8 + i)], 8 + i, step=2, batch_id="b1"),
-                          anchor=anchor, after=after, kind="llm"), pause=0.1)
+        llm.append(insert(code(cid, "llm", f"%%llm\nSummarize chunk {i}",
+                               [text_result(f"summary {i}", 8 + i)], 8 + i, step=2, batch_id="b1",
+                               call={"status": "ok", "prompt_preview": f"Summarize chunk {i}"}),
+                          after))
         after = cid
-    send(P.status_msg(RUN, status(2, done=3)))
-    send(P.insert_msg(RUN, code("r1-step-2", "step", "# rlm: run=r1 step=2\nanswer = 41", step=2),
-                      anchor=anchor, after=after, kind="step"))
-    send(P.update_msg(RUN, "r1-step-2", metadata={"rlm": {"run": RUN, "kind": "step", "step": 2,
-                                                         "status": "stale"}}))
+    batch(*llm, status(2, done=3))
+    c.send(last)  # delivered twice: the second copy must change nothing
+    time.sleep(0.2)
+    send(insert(code("r1-step-2", "step", "# rlm: run=r1 step=2\nanswer = 41", step=2), after))
+    seq += 1  # lost on the way: the step's stale mark never arrives...
     # A run anchored in another panel: must be ignored here.
-    send(P.insert_msg("r-other", md("other-1", "thought", "not for this panel"),
-                      anchor="some-other-notebook-cell", after=None, kind="thought"))
-    send(P.insert_msg(RUN, md("r1-final", "final", "**Final answer:** 42"),
-                      anchor=anchor, after="r1-step-2", kind="final"))
-    # Idempotent catch-up: known cells are updated in place, the missing one is appended.
+    send(insert(md("other-1", "thought", "not for this panel"), None, run="r-other",
+                anchor="some-other-notebook-cell"))
+    # ...the front-end noticed the gap and said hello; this sync answers it.
     known = [md("r1-thought-1", "thought", "I will peek at the context first.", step=1),
              code("r1-step-1", "step", "# rlm: run=r1 step=1\nprint(context[:20])", step=1,
                   outputs=[{"output_type": "stream", "name": "stdout", "text": "The quick brown fox\n"}],
                   n=7)]
     known += [code(f"r1-llm-{i}", "llm", f"%%llm\nSummarize chunk {i}", [text_result(f"summary {i}", 8 + i)],
-                   8 + i, step=2, batch_id="b1") for i in range(3)]
-    known += [code("r1-step-2", "step", "# rlm: run=r1 step=2\nanswer = 41", step=2, status="stale"),
-              md("r1-final", "final", "**Final answer:** 42")]
-    send(P.sync_msg([{"run": RUN, "anchor": anchor, "status": status(3, done=3), "finished": False,
-                      "cells": known + [md("r1-note", "thought", "(synced note)")]}]), pause=0.1)
+                   8 + i, step=2, batch_id="b1",
+                   call={"status": "ok", "prompt_preview": f"Summarize chunk {i}"}) for i in range(3)]
+    known += [code("r1-step-2", "step", "# rlm: run=r1 step=2\nanswer = 41", step=2, status="stale")]
+    c.send({"v": 2, "type": "sync", "seq": seq, "runs": [{
+        "run": RUN, "anchor": ANCHOR, "status": status(3, done=3)["status"], "finished": None,
+        "cells": known}]})
+    time.sleep(0.2)
+    batch(insert(md("r1-final", "final", "**Final answer:** 42", status="final"), "r1-step-2"),
+          insert(md("r1-note", "thought", "(a note)"), "r1-final"))
     # Hold the cell open so the test can click Pause while the run is live.
     deadline = time.time() + 6
     while time.time() < deadline and not received[1:]:
         time.sleep(0.1)
-    send(P.status_msg(RUN, status(3, done=3, state="final")), pause=0)
-    send(P.finish_msg(RUN, "final", "42", None), pause=0)
+    batch(status(3, done=3, state="final"),
+          {"type": "finish", "run": RUN, "outcome": "final", "answer": "42", "reason": None},
+          pause=0)
 '''
 
 QUERY = "# the kernel side of an RLM run, played by fake_rlm.py\nimport fake_rlm\nfake_rlm.run()"
@@ -197,7 +225,10 @@ def test_cells_appear_live_and_controls_reach_the_kernel(lab, page):  # noqa: F8
         f"{NB_JS}.content.widgets.at(-1).model.outputs.length > 0", timeout=15_000)
     printed = pg.evaluate(f"{NB_JS}.content.widgets.at(-1).model.outputs.get(0).toJSON().text")
     received = json.loads(printed)
-    assert received[0] == {"v": 2, "type": "hello", "client": "jupyterlab", "mirrors": True}
+    hello = {"v": 2, "type": "hello", "client": "jupyterlab", "mirrors": True}
+    assert received[0] == {**hello, "seq": None}
+    # The lost message (seq 7) was noticed at seq 8: one hello more, saying what was seen last.
+    assert [m for m in received if m["type"] == "hello"][1:] == [{**hello, "seq": 8}], received
     controls = [{k: v for k, v in m.items() if k != "id"} for m in received
                 if m.get("type") == "control" and m.get("id")]  # each control carries its id
     assert {"v": 2, "type": "control", "action": "pause", "run": "r1"} in controls
@@ -211,8 +242,9 @@ def test_cells_appear_live_and_controls_reach_the_kernel(lab, page):  # noqa: F8
     nbformat.validate(saved)
     assert [c.id for c in saved.cells] == expected
     saved_by_id = {c.id: c for c in saved.cells}
-    assert saved_by_id["r1-llm-0"].metadata["rlm"] == {"run": "r1", "kind": "llm", "step": 2,
-                                                       "batch_id": "b1"}
+    assert saved_by_id["r1-llm-0"].metadata["rlm"] == {
+        "run": "r1", "kind": "llm", "step": 2, "batch_id": "b1",
+        "call": {"status": "ok", "prompt_preview": "Summarize chunk 0"}}
     assert saved_by_id["r1-llm-0"].metadata["jupyter"]["source_hidden"] is True
     assert saved_by_id["r1-step-2"].metadata["rlm"]["status"] == "stale"
     assert saved_by_id["r1-step-1"].execution_count == 7
@@ -223,19 +255,23 @@ def test_cells_appear_live_and_controls_reach_the_kernel(lab, page):  # noqa: F8
 BURST = r'''
 from comm import create_comm
 from IPython import get_ipython
-from rlm_kernel import cells as P
 
-def run(n=500):
+def run(n=500, per_batch=25):
     anchor = get_ipython().kernel.get_parent()["metadata"].get("cellId")
-    c = create_comm(target_name=P.TARGET, data=None)
-    after = anchor
+    c = create_comm(target_name="rlm.cells", data=None)
+    after, msgs, seq = anchor, [], 0
     for i in range(n):
         cell = {"id": f"b-{i}", "cell_type": "code", "source": f"%%llm\nchunk {i}",
                 "execution_count": None, "metadata": {"rlm": {"run": "big", "kind": "llm",
                                                               "batch_id": "big-1"}},
                 "outputs": [{"output_type": "stream", "name": "stdout", "text": f"answer {i}\n"}]}
-        c.send(P.insert_msg("big", cell, anchor=anchor, after=after, kind="llm"))
+        msgs.append({"type": "insert", "run": "big", "id": cell["id"], "anchor": anchor,
+                     "after": after, "kind": "llm", "cell": cell})
         after = cell["id"]
+        if len(msgs) == per_batch:
+            seq += 1
+            c.send({"v": 2, "seq": seq, "type": "batch", "msgs": msgs})
+            msgs = []
 '''
 
 

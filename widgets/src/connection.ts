@@ -1,6 +1,7 @@
 /**
  * One notebook panel's link to its kernel over `rlm.cells`: registers the comm target (again on
- * every kernel change or restart), says `hello`, and routes messages to the mirror and run store.
+ * every kernel change or restart), says `hello` (again when messages were lost), hands messages
+ * to the router, and carries the human's controls to the kernel.
  */
 import type * as nbformat from '@jupyterlab/nbformat';
 import type { CodeCell } from '@jupyterlab/cells';
@@ -9,10 +10,11 @@ import type { NotebookPanel } from '@jupyterlab/notebook';
 import type { Kernel, KernelMessage } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
-import { check, controlMsg, helloMsg, TARGET } from './protocol';
-import type { ControlAction, FrontendMsg, IFinishMsg, IStatusMsg, KernelMsg } from './protocol';
+import { controlMsg, helloMsg, TARGET } from './protocol';
+import type { ControlAction, FrontendMsg } from './protocol';
 import type { JSONObject } from '@lumino/coreutils';
 import type { CellMirror } from './mirror';
+import { Router } from './router';
 import type { RunStore } from './runs';
 
 type Comm = Kernel.IComm;
@@ -23,8 +25,8 @@ const wire = (msg: FrontendMsg): JSONObject => msg as unknown as JSONObject;
 export class PanelConnection implements IDisposable {
   constructor(panel: NotebookPanel, mirror: CellMirror, runs: RunStore) {
     this._panel = panel;
-    this._mirror = mirror;
     this._runs = runs;
+    this._router = new Router(mirror, runs);
     const ctx = panel.sessionContext;
     ctx.kernelChanged.connect((_, change) => this._attach(change.newValue), this);
     ctx.statusChanged.connect((_, status) => {
@@ -38,6 +40,7 @@ export class PanelConnection implements IDisposable {
     ctx.connectionStatusChanged.connect((_, status) => {
       // A dropped websocket may have lost messages: ask the kernel to re-send the trajectory.
       if (status === 'connected' && this._kernel && this._everDisconnected) {
+        this._router.gate.expectSync();
         void this._openHello(this._kernel);
       }
       this._everDisconnected ||= status === 'disconnected' || status === 'connecting';
@@ -177,11 +180,19 @@ export class PanelConnection implements IDisposable {
     if (!kernel) {
       return;
     }
-    const future = kernel.requestExecute({ code: '%rlm stop', silent: false, store_history: false });
+    const future = kernel.requestExecute({
+      code: '%rlm stop',
+      silent: false,
+      store_history: false
+    });
     const reply = await future.done;
     const state = this._runs.get(run);
     if (reply.content.status === 'ok' && state?.finish?.outcome === 'paused') {
-      this._runs.setFinish({ ...state.finish, outcome: 'stopped', reason: 'stopped by the user (%rlm stop)' });
+      this._runs.setFinish({
+        ...state.finish,
+        outcome: 'stopped',
+        reason: 'stopped by the user (%rlm stop)'
+      });
     }
   }
 
@@ -199,11 +210,10 @@ export class PanelConnection implements IDisposable {
       this._kernel.removeCommTarget(TARGET, this._onCommOpen);
     }
     this._kernel = kernel;
-    this._seq = null; // a new kernel (or a restarted one) numbers from 1 again
-    this._resyncing = false;
     this._comms.clear();
     this._commByRun.clear();
     this._lastComm = null;
+    this._router.reset();
     kernel.registerCommTarget(TARGET, this._onCommOpen);
     void this._openHello(kernel);
   }
@@ -211,7 +221,7 @@ export class PanelConnection implements IDisposable {
   /** Kernel-opened comm (a run started): adopt it and say hello. Never await here. */
   private _onCommOpen = (comm: Comm, msg: KernelMessage.ICommOpenMsg): void => {
     this._adopt(comm);
-    comm.send(wire(helloMsg('jupyterlab', true)));
+    comm.send(wire(this._hello()));
     const data = msg.content.data as { type?: unknown } | undefined;
     if (data && data.type !== undefined) {
       this._receive(comm, data);
@@ -225,7 +235,8 @@ export class PanelConnection implements IDisposable {
   private async _openHello(kernel: Kernel.IKernelConnection): Promise<void> {
     try {
       // The kernelspec name says so at once; otherwise ask the kernel what it implements.
-      const isRlm = kernel.name.startsWith('rlm') || /rlm/i.test((await kernel.info).implementation ?? '');
+      const isRlm =
+        kernel.name.startsWith('rlm') || /rlm/i.test((await kernel.info).implementation ?? '');
       if (this._disposed || kernel !== this._kernel) {
         return;
       }
@@ -238,7 +249,7 @@ export class PanelConnection implements IDisposable {
       }
       const comm = kernel.createComm(TARGET);
       this._adopt(comm);
-      comm.open(wire(helloMsg('jupyterlab', true)));
+      comm.open(wire(this._hello()));
     } catch (err) {
       console.warn('rlm.cells: hello failed', err);
     }
@@ -259,111 +270,35 @@ export class PanelConnection implements IDisposable {
     };
   }
 
+  private _hello(): FrontendMsg {
+    return helloMsg('jupyterlab', true, this._router.gate.last);
+  }
+
   private _receive(comm: Comm, data: unknown): void {
-    let msg: KernelMsg;
-    try {
-      const checked = check(data);
-      if (checked.type === 'hello' || checked.type === 'control') {
-        return; // front-end -> kernel messages; nothing to do if echoed
+    const receipt = this._router.receive(data);
+    if (receipt.runs.length) {
+      this._lastComm = comm;
+    }
+    for (const run of receipt.runs) {
+      this._commByRun.set(run, comm);
+    }
+    if (receipt.resync) {
+      // Messages were lost: the kernel answers `hello` with the whole state (`sync`).
+      if (!comm.isDisposed) {
+        comm.send(wire(this._hello()));
+      } else if (this._kernel) {
+        void this._openHello(this._kernel);
       }
-      msg = checked;
-    } catch (err) {
-      console.warn(`rlm.cells: ${(err as Error).message}`);
-      return;
-    }
-    this._lastComm = comm;
-    if (typeof msg.seq === 'number') {
-      if (msg.type === 'sync') {
-        this._seq = Math.max(this._seq ?? msg.seq, msg.seq);
-        this._resyncing = false;
-      } else if (this._seq !== null && msg.seq <= this._seq) {
-        return; // a duplicate
-      } else {
-        if (this._seq !== null && msg.seq > this._seq + 1 && !this._resyncing) {
-          // Messages were lost (IOPub drops them under load): apply this one (every operation
-          // is an idempotent upsert) and ask the kernel for its whole state.
-          this._resyncing = true;
-          comm.send(wire(helloMsg('jupyterlab', true)));
-        }
-        this._seq = msg.seq;
-      }
-    }
-    if (msg.type === 'batch') {
-      for (const inner of msg.msgs) {
-        this._dispatch(comm, { v: msg.v, ...inner } as KernelMsg);
-      }
-      return;
-    }
-    this._dispatch(comm, msg);
-  }
-
-  private _dispatch(comm: Comm, msg: KernelMsg): void {
-    switch (msg.type) {
-      case 'insert':
-        if (this._claim(msg.run, comm, msg.anchor, msg.after)) {
-          this._mirror.insert(msg);
-        }
-        break;
-      case 'update':
-        // Updates are matched by cell id in the mirror, so a foreign run's update is a no-op.
-        this._mirror.update(msg);
-        break;
-      case 'status':
-      case 'finish':
-        if (this._runs.get(msg.run)) {
-          this._applyRunMsg(msg);
-        } else {
-          // Status can precede the first insert; hold it until the run proves to be ours.
-          this._held.set(msg.run, [...(this._held.get(msg.run) ?? []).filter(m => m.type !== msg.type), msg]);
-        }
-        break;
-      case 'sync':
-        for (const run of msg.runs) {
-          const first = run.cells[0]?.id ?? null;
-          if (this._claim(run.run, comm, run.anchor, first)) {
-            this._mirror.sync(run);
-            this._runs.sync(run);
-          }
-        }
-        break;
-    }
-  }
-
-  /** Is this run anchored in this panel? If so, record it and replay held status messages. */
-  private _claim(run: string, comm: Comm, anchor: string | null, after: string | null): boolean {
-    if (!this._runs.get(run)) {
-      const ids = new Set(this._panel.model?.sharedModel.cells.map(c => c.getId()) ?? []);
-      if (!(anchor && ids.has(anchor)) && !(after && ids.has(after))) {
-        return false;
-      }
-    }
-    this._commByRun.set(run, comm);
-    this._runs.touch(run, anchor);
-    for (const held of this._held.get(run) ?? []) {
-      this._applyRunMsg(held);
-    }
-    this._held.delete(run);
-    return true;
-  }
-
-  private _applyRunMsg(msg: IStatusMsg | IFinishMsg): void {
-    if (msg.type === 'status') {
-      this._runs.setStatus(msg.run, msg.status);
-    } else {
-      this._runs.setFinish(msg);
     }
   }
 
   private _panel: NotebookPanel;
-  private _mirror: CellMirror;
+  private _router: Router;
   private _runs: RunStore;
   private _kernel: Kernel.IKernelConnection | null = null;
   private _comms = new Set<Comm>();
   private _commByRun = new Map<string, Comm>();
   private _lastComm: Comm | null = null;
-  private _held = new Map<string, (IStatusMsg | IFinishMsg)[]>();
-  private _seq: number | null = null;
-  private _resyncing = false;
   private _restarting = false;
   private _everDisconnected = false;
   private _disposed = false;
@@ -383,7 +318,11 @@ function toOutput(msg: KernelMessage.IIOPubMessage): nbformat.IOutput | null {
     case 'stream':
       return { output_type: 'stream', name: c.name, text: c.text } as nbformat.IStream;
     case 'display_data':
-      return { output_type: 'display_data', data: c.data, metadata: c.metadata ?? {} } as nbformat.IDisplayData;
+      return {
+        output_type: 'display_data',
+        data: c.data,
+        metadata: c.metadata ?? {}
+      } as nbformat.IDisplayData;
     case 'execute_result':
       return {
         output_type: 'execute_result',
@@ -392,7 +331,12 @@ function toOutput(msg: KernelMessage.IIOPubMessage): nbformat.IOutput | null {
         execution_count: c.execution_count
       } as nbformat.IExecuteResult;
     case 'error':
-      return { output_type: 'error', ename: c.ename, evalue: c.evalue, traceback: c.traceback } as nbformat.IError;
+      return {
+        output_type: 'error',
+        ename: c.ename,
+        evalue: c.evalue,
+        traceback: c.traceback
+      } as nbformat.IError;
     default:
       return null;
   }

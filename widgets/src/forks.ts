@@ -44,7 +44,9 @@ export function stepOf(cell: Cell | null | undefined): { run: string; step: numb
 }
 
 /** Each run's parent links, read from the query cells' headers. */
-function lineage(cells: readonly Cell[]): Map<string, { forkOf: string | null; parent: string | null }> {
+function lineage(
+  cells: readonly Cell[]
+): Map<string, { forkOf: string | null; parent: string | null }> {
   const out = new Map<string, { forkOf: string | null; parent: string | null }>();
   for (const cell of cells) {
     const m = metaOf(cell);
@@ -63,7 +65,10 @@ export function groupEnd(cells: readonly Cell[], run: string): number {
   while (grew) {
     grew = false;
     for (const [id, l] of links) {
-      if (!group.has(id) && ((l.forkOf && group.has(l.forkOf)) || (l.parent && group.has(l.parent)))) {
+      if (
+        !group.has(id) &&
+        ((l.forkOf && group.has(l.forkOf)) || (l.parent && group.has(l.parent)))
+      ) {
         group.add(id);
         grew = true;
       }
@@ -116,14 +121,17 @@ function quote(word: string): string {
 export async function forkHere(panel: NotebookPanel, cell?: Cell | null): Promise<boolean> {
   const where = stepOf(cell ?? panel.content.activeCell);
   if (!where) {
-    Notification.info('Fork here: select a step cell of the run to fork (the branch keeps that ' +
-      'run\u2019s steps up to it, re-run from the record, and goes on live from there).',
-      { autoClose: 6000 });
+    Notification.info(
+      'Fork here: select a step cell of the run to fork (the branch keeps that ' +
+        'run\u2019s steps up to it, re-run from the record, and goes on live from there).',
+      { autoClose: 6000 }
+    );
     return false;
   }
   const answer = await InputDialog.getText({
     title: `Fork run ${where.run} after step ${where.step}`,
-    label: 'What the branch changes (e.g. --model NAME, --sub-model NAME, --max-steps N, ' +
+    label:
+      'What the branch changes (e.g. --model NAME, --sub-model NAME, --max-steps N, ' +
       '--query TEXT, --label NAME):',
     text: '--model '
   });
@@ -147,8 +155,10 @@ export async function compareHere(panel: NotebookPanel, cell?: Cell | null): Pro
     const branch = parent ? run : latestBranchOf(cells, run);
     const base = parent ?? run;
     if (!branch) {
-      Notification.info(`Compare: run ${run} has no branch yet; use Fork here on one of its ` +
-        'steps first.', { autoClose: 6000 });
+      Notification.info(
+        `Compare: run ${run} has no branch yet; use Fork here on one of its ` + 'steps first.',
+        { autoClose: 6000 }
+      );
       return false;
     }
     code = `%rlm compare ${quote(base)} ${quote(branch)}`;
@@ -165,8 +175,16 @@ export class ForkButtons extends Widget {
     this.addClass('rlm-controls'); // laid out as the run bar's other buttons
     this.addClass('rlm-fork-buttons');
     const buttons: { command: string; label: string; title: string }[] = [
-      { command: FORK_COMMAND, label: 'Fork\u2026', title: 'Branch the run at the selected step cell' },
-      { command: COMPARE_COMMAND, label: 'Compare', title: 'The selected run\u2019s branch beside its parent' }
+      {
+        command: FORK_COMMAND,
+        label: 'Fork\u2026',
+        title: 'Branch the run at the selected step cell'
+      },
+      {
+        command: COMPARE_COMMAND,
+        label: 'Compare',
+        title: 'The selected run\u2019s branch beside its parent'
+      }
     ];
     for (const b of buttons) {
       const button = document.createElement('button');
@@ -189,7 +207,8 @@ export function activateForks(
   const current = () => tracker.currentWidget;
   app.commands.addCommand(FORK_COMMAND, {
     label: 'RLM: Fork Here\u2026',
-    caption: 'Branch this run after the selected step: its steps up to it are re-run from the ' +
+    caption:
+      'Branch this run after the selected step: its steps up to it are re-run from the ' +
       'record (nothing paid), the rest live with what you change',
     isEnabled: () => !!current() && isRlm(current()!),
     execute: () => {
@@ -206,8 +225,16 @@ export function activateForks(
       return panel ? compareHere(panel) : false;
     }
   });
-  app.contextMenu.addItem({ command: FORK_COMMAND, selector: '.jp-Notebook .jp-Cell.rlm-cell', rank: 20 });
-  app.contextMenu.addItem({ command: COMPARE_COMMAND, selector: '.jp-Notebook .jp-Cell.rlm-cell', rank: 21 });
+  app.contextMenu.addItem({
+    command: FORK_COMMAND,
+    selector: '.jp-Notebook .jp-Cell.rlm-cell',
+    rank: 20
+  });
+  app.contextMenu.addItem({
+    command: COMPARE_COMMAND,
+    selector: '.jp-Notebook .jp-Cell.rlm-cell',
+    rank: 21
+  });
   for (const command of [FORK_COMMAND, COMPARE_COMMAND]) {
     palette?.addItem({ command, category: 'RLM' });
   }

@@ -5,9 +5,13 @@
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { attachToPanel, handles } from './attach';
 import type { ControlAction } from './protocol';
 import { activateForks, ForkButtons } from './forks';
-import { attachToPanel, handles } from './panel';
+import { SettingsHolder } from './settings';
+
+const PLUGIN_ID = 'rlm-kernel-extension:plugin';
 
 const COMMANDS: { id: string; label: string; action: ControlAction | 'run' }[] = [
   { id: 'rlm:run', label: 'RLM: Run Query Cell', action: 'run' },
@@ -18,14 +22,28 @@ const COMMANDS: { id: string; label: string; action: ControlAction | 'run' }[] =
 ];
 
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'rlm-kernel-extension:plugin',
+  id: PLUGIN_ID,
   description: 'Live RLM trajectory cells and run controls for notebooks.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ICommandPalette],
-  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, palette: ICommandPalette | null) => {
+  optional: [ICommandPalette, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    palette: ICommandPalette | null,
+    registry: ISettingRegistry | null
+  ) => {
+    const settings = new SettingsHolder();
+    if (registry) {
+      registry
+        .load(PLUGIN_ID)
+        .then(s => settings.follow(s))
+        .catch(err =>
+          console.warn('rlm-kernel-extension: settings not loaded; using defaults', err)
+        );
+    }
     tracker.widgetAdded.connect((_, panel) => {
-      attachToPanel(panel).bar.insertWidget(1, new ForkButtons(app));
+      attachToPanel(panel, settings).bar.insertWidget(1, new ForkButtons(app));
     });
     const current = () => (tracker.currentWidget ? handles.get(tracker.currentWidget) : undefined);
     activateForks(app, tracker, palette, panel => !!handles.get(panel)?.connection.isRlm);

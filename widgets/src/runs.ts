@@ -3,7 +3,8 @@
  * while a `%%rlm` cell still runs (comm traffic), so the UI trusts only these messages.
  */
 import { ISignal, Signal } from '@lumino/signaling';
-import type { IFinishMsg, IStatus, ISyncRun } from './protocol';
+import { ENDED_OUTCOMES } from './protocol';
+import type { IFinishMsg, IStatus, ISyncRun, RunState } from './protocol';
 
 export interface IRunState {
   run: string;
@@ -19,8 +20,6 @@ export interface IRunState {
   pending: 'pausing' | 'resuming' | 'stopping' | null;
 }
 
-const ENDED = new Set(['final', 'stopped', 'error']);
-
 export class RunStore {
   get changed(): ISignal<this, IRunState> {
     return this._changed;
@@ -34,7 +33,7 @@ export class RunStore {
   /** True while the active run can still take a control message. */
   get controllable(): boolean {
     const r = this._active;
-    return !!r && !(r.finish && ENDED.has(r.finish.outcome));
+    return !!r && !(r.finish && ENDED_OUTCOMES.has(r.finish.outcome));
   }
 
   /** The active run is executing in the kernel (not paused, not ended). */
@@ -49,6 +48,12 @@ export class RunStore {
     return !!r && r.finish?.outcome === 'paused' && r.pending !== 'resuming';
   }
 
+  /** The active run's state as the UI shows it: how it ended, else its live state. */
+  get state(): RunState | 'starting' | 'none' {
+    const r = this._active;
+    return r ? (r.finish?.outcome ?? r.status?.state ?? 'starting') : 'none';
+  }
+
   all(): IterableIterator<IRunState> {
     return this._runs.values();
   }
@@ -60,7 +65,14 @@ export class RunStore {
   touch(run: string, anchor?: string | null): IRunState {
     let state = this._runs.get(run);
     if (!state) {
-      state = { run, anchor: anchor ?? null, status: null, statusAt: 0, finish: null, pending: null };
+      state = {
+        run,
+        anchor: anchor ?? null,
+        status: null,
+        statusAt: 0,
+        finish: null,
+        pending: null
+      };
       this._runs.set(run, state);
       this._active = state;
       this._changed.emit(state);
@@ -107,12 +119,10 @@ export class RunStore {
       state.status = run.status;
       state.statusAt = performance.now();
     }
-    // `finished` is the run's finish message, or null while it runs.
-    const f = run.finished as unknown;
-    if (f && typeof f === 'object') {
-      state.finish = { v: 2, type: 'finish', answer: null, reason: null, ...f, run: run.run } as IFinishMsg;
-    } else {
-      state.finish = null;
+    // `finished` is the run's finish message (without its type), or null while it runs.
+    state.finish = run.finished ? { ...run.finished, type: 'finish', run: run.run } : null;
+    if (state.finish) {
+      state.pending = null;
     }
     this._changed.emit(state);
   }

@@ -1,65 +1,34 @@
-/** The live status line: state, step k of max, sub-calls, tokens, cost, elapsed. */
+/**
+ * The live status line: state, step k of max, sub-calls (done, in flight, queued, failed,
+ * cancelled), tokens, cost, elapsed. The bar keeps it to one line (cut with "…"); its tooltip
+ * and a click-open detail show the whole status with the reason (why paused or stopped, the
+ * step-mode hint).
+ */
 import { Widget } from '@lumino/widgets';
-import type { IStatus } from './protocol';
-import type { IRunState, RunStore } from './runs';
-
-/** `12 done · 4 in flight · 28 queued · 0 failed` (queued and cancelled only when there are). */
-export function subcallsText(sc: IStatus['subcalls']): string {
-  const parts = [`${sc.done} done`, `${sc.inflight} in flight`];
-  if (sc.queued) {
-    parts.push(`${sc.queued} queued`);
-  }
-  parts.push(`${sc.failed} failed`);
-  if (sc.cancelled) {
-    parts.push(`${sc.cancelled} cancelled`);
-  }
-  return parts.join(' · ');
-}
-
-export function formatStatus(r: IRunState | null, now = performance.now()): string {
-  if (!r) {
-    return 'RLM: no run';
-  }
-  const s = r.status;
-  let state = r.finish ? r.finish.outcome : s?.state ?? 'starting';
-  if (r.pending === 'pausing') {
-    state += ' (pausing at the next step)';
-  } else if (r.pending === 'resuming') {
-    state = 'resuming';
-  } else if (r.pending === 'stopping') {
-    state += ' (stopping)';
-  }
-  const parts = [`RLM ${state}`];
-  if (s) {
-    // Tick elapsed locally between throttled status messages while the run is live.
-    const live = !r.finish && s.state === 'running';
-    const elapsed = s.elapsed_s + (live ? (now - r.statusAt) / 1000 : 0);
-    parts.push(
-      `step ${s.step}/${s.max_steps}`,
-      `sub-calls ${subcallsText(s.subcalls)}`,
-      `${s.tokens.toLocaleString('en-US')} tok`,
-      `$${s.cost_usd.toFixed(4)}`,
-      `${elapsed.toFixed(1)} s`
-    );
-  }
-  if (r.finish?.reason) {
-    parts.push(r.finish.reason);
-  }
-  return parts.join(' · ');
-}
+import type { RunStore } from './runs';
+import { formatStatus } from './statustext';
 
 export class StatusLine extends Widget {
   constructor(runs: RunStore) {
     super();
     this.addClass('rlm-status');
+    this.node.tabIndex = 0;
+    this.node.setAttribute('role', 'status');
     this._runs = runs;
     runs.changed.connect(this._render, this);
+    this.node.addEventListener('click', this._toggleDetail);
+    this.node.addEventListener('keydown', e => {
+      if (e.key === 'Enter' || e.key === ' ') {
+        this._toggleDetail();
+      }
+    });
     this._render();
   }
 
   dispose(): void {
     window.clearInterval(this._timer);
     window.clearTimeout(this._noteTimer);
+    this._closeDetail();
     super.dispose();
   }
 
@@ -75,9 +44,20 @@ export class StatusLine extends Widget {
   }
 
   private _render(): void {
+    const text = formatStatus(this._runs.active);
+    const line = this._note || text.line;
+    if (this.node.textContent !== line) {
+      this.node.textContent = line;
+    }
+    const full = this._note ? `${this._note}\n\n${text.full}` : text.full;
+    if (this.node.title !== full) {
+      this.node.title = full;
+    }
+    if (this._detail) {
+      this._detail.textContent = full;
+    }
+    this.node.dataset.state = this._runs.state;
     const r = this._runs.active;
-    this.node.textContent = this._note || formatStatus(r);
-    this.node.dataset.state = r ? r.finish?.outcome ?? r.status?.state ?? 'starting' : 'none';
     const live = !!r && !r.finish && r.status?.state === 'running';
     if (live && !this._timer) {
       this._timer = window.setInterval(() => this._render(), 1000);
@@ -87,8 +67,46 @@ export class StatusLine extends Widget {
     }
   }
 
+  /** The whole status in a box under the line, until clicked again, Escape or a click away. */
+  private _toggleDetail = (): void => {
+    if (this._detail) {
+      this._closeDetail();
+      return;
+    }
+    const box = (this._detail = document.createElement('div'));
+    box.className = 'rlm-status-detail';
+    box.setAttribute('role', 'tooltip');
+    box.textContent = this.node.title;
+    const rect = this.node.getBoundingClientRect();
+    box.style.left = `${Math.max(4, rect.left)}px`;
+    box.style.top = `${rect.bottom + 2}px`;
+    document.body.appendChild(box);
+    document.addEventListener('mousedown', this._onAway, true);
+    document.addEventListener('keydown', this._onKey, true);
+  };
+
+  private _onAway = (e: MouseEvent): void => {
+    if (!this.node.contains(e.target as Node) && !this._detail?.contains(e.target as Node)) {
+      this._closeDetail();
+    }
+  };
+
+  private _onKey = (e: KeyboardEvent): void => {
+    if (e.key === 'Escape') {
+      this._closeDetail();
+    }
+  };
+
+  private _closeDetail(): void {
+    this._detail?.remove();
+    this._detail = null;
+    document.removeEventListener('mousedown', this._onAway, true);
+    document.removeEventListener('keydown', this._onKey, true);
+  }
+
   private _runs: RunStore;
   private _timer = 0;
   private _note = '';
   private _noteTimer = 0;
+  private _detail: HTMLDivElement | null = null;
 }

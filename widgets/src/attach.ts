@@ -1,12 +1,18 @@
-/** Everything the extension attaches to one notebook panel, disposed with it. */
+/**
+ * Attaches the extension to one notebook panel: the cell mirror, the kernel connection, the run
+ * bar (controls and status) and the cell decorations, all disposed with the panel.
+ */
 import type { ICodeCellModel } from '@jupyterlab/cells';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import { BoxLayout, Panel } from '@lumino/widgets';
 import { PanelConnection } from './connection';
 import { Controls } from './controls';
-import { decorate } from './decorate';
+import { CellDecorator } from './decorate';
+import type { IAnchors } from './decorate';
 import { CellMirror } from './mirror';
+import type { IRlmMeta } from './protocol';
 import { RunStore } from './runs';
+import type { SettingsHolder } from './settings';
 import { StatusLine } from './status';
 
 export interface IPanelHandle {
@@ -19,12 +25,19 @@ export interface IPanelHandle {
 /** Each attached panel's handle, for the extension's commands. */
 export const handles = new WeakMap<NotebookPanel, IPanelHandle>();
 
-export function attachToPanel(panel: NotebookPanel): IPanelHandle {
+export function attachToPanel(panel: NotebookPanel, settings: SettingsHolder): IPanelHandle {
   const runs = new RunStore();
-  const mirror = new CellMirror(panel);
+  const mirror = new CellMirror({
+    notebook: () => panel.model?.sharedModel ?? null,
+    collapseSubcalls: () => settings.current.collapseSubcalls
+  });
   const connection = new PanelConnection(panel, mirror, runs);
+  const decorator = new CellDecorator(
+    { widgets: () => panel.content.widgets, indexOf: id => mirror.indexOf(id) },
+    () => settings.current
+  );
 
-  const anchors = () => {
+  const anchors = (): IAnchors => {
     const query = new Set<string>();
     const running = new Set<string>();
     for (const r of runs.all()) {
@@ -40,19 +53,18 @@ export function attachToPanel(panel: NotebookPanel): IPanelHandle {
   mirror.onApplied = ids => {
     const a = anchors();
     a.query.forEach(id => ids.add(id));
-    decorate(panel, ids, a.query, a.running);
+    decorator.some(ids, a);
     showBusy(ids);
   };
   let liveKey = '';
   runs.changed.connect((_, r) => {
     if (r.anchor) {
-      const a = anchors();
-      decorate(panel, new Set([r.anchor]), a.query, a.running);
+      decorator.some([r.anchor], anchors());
     }
     const key = [...runs.all()].map(x => `${x.run}:${x.finish?.outcome ?? 'live'}`).join(',');
     if (key !== liveKey) {
       liveKey = key;
-      showBusy(null);
+      showBusy(new Set(busy));
     }
   });
 
@@ -60,15 +72,20 @@ export function attachToPanel(panel: NotebookPanel): IPanelHandle {
   // while they run, as JupyterLab does for a cell it executes. Only cells marked here are
   // reset here, so a human's own re-run of a step cell is left alone.
   const busy = new Set<string>();
-  const showBusy = (ids: ReadonlySet<string> | null) => {
+  const showBusy = (ids: ReadonlySet<string>) => {
+    // One transaction for all (the execution state lives in the shared model).
+    panel.model?.sharedModel.transact(() => markBusy(ids), false);
+  };
+  const markBusy = (ids: ReadonlySet<string>) => {
     const live = new Set([...runs.all()].filter(r => !r.finish).map(r => r.run));
-    for (const cell of panel.content.widgets) {
-      const id = cell.model.id;
-      if (cell.model.type !== 'code' || (ids && !ids.has(id) && !busy.has(id))) {
+    const widgets = panel.content.widgets;
+    for (const id of ids) {
+      const cell = widgets[mirror.indexOf(id)];
+      if (!cell || cell.model.id !== id || cell.model.type !== 'code') {
         continue;
       }
       const model = cell.model as ICodeCellModel;
-      const meta = (model.getMetadata('rlm') ?? {}) as { kind?: string; run?: string; call?: { status?: string } };
+      const meta = (model.getMetadata('rlm') ?? {}) as IRlmMeta;
       const running =
         !!meta.run &&
         live.has(meta.run) &&
@@ -85,11 +102,14 @@ export function attachToPanel(panel: NotebookPanel): IPanelHandle {
       }
     }
   };
-  // A saved trajectory opened later is styled too.
-  void panel.context.ready.then(() => {
-    const a = anchors();
-    decorate(panel, null, a.query, a.running);
-  });
+  // A saved trajectory opened later is styled too; a changed setting restyles every cell.
+  void panel.context.ready.then(() => decorator.all(anchors()));
+  const onSettings = () => {
+    if (!panel.isDisposed) {
+      decorator.all(anchors());
+    }
+  };
+  settings.changed.connect(onSettings);
 
   const bar = new Panel();
   bar.addClass('rlm-toolbar');
@@ -129,6 +149,7 @@ export function attachToPanel(panel: NotebookPanel): IPanelHandle {
   }
 
   panel.disposed.connect(() => {
+    settings.changed.disconnect(onSettings);
     mirror.dispose();
     connection.dispose();
     bar.dispose();
