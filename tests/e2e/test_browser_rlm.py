@@ -486,9 +486,10 @@ def test_pause_edit_step_continue(rlm_lab, page) -> None:
     cells = _cells(pg)
     final = next(c for c in cells if _kinds([c])[0] == "final")
     assert final["metadata"]["rlm"]["answer"] == "EDITED-OUTPUT"
-    # The query cell stands for the run: the resumed run's summary is added to its outputs.
+    # The query cell stands for the run: it shows the resumed run's end (the pause was the run
+    # bar's to show, with a mirroring front-end; no stale "[paused]" line stays behind).
     query_out = json.dumps(cells[1]["outputs"])
-    assert "[paused]" in query_out and "FINAL: EDITED-OUTPUT" in query_out, query_out
+    assert "[paused]" not in query_out and "FINAL: EDITED-OUTPUT" in query_out, query_out
     kinds = _kinds(cells)
     assert kinds[-1] == "final"
     pg.locator(".jp-Cell.rlm-kind-final").scroll_into_view_if_needed()
