@@ -28,6 +28,7 @@ CHANGED = {
     "concurrency": 3, "requests_per_minute": 60, "tokens_per_minute": 1000, "max_retries": 1,
     "call_timeout": 7.0, "fast_transport": False, "temperature": 0.5, "root_max_tokens": 99,
     "prices": {"m": {"prompt": 1.0}}, "cache": False, "scripted_latency": 0.01,
+    "reasoning_effort": "high", "reasoning_model": "yes", "mode": "tools",
 }
 
 

@@ -39,6 +39,8 @@ from ..errors import (
 )
 from ..media import estimate_tokens, key_messages
 from ..outputs import clean_text
+from ..reasoning import request_params
+from ..tool_mode import TOOLS, encode, tools_offered
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .http11 import Http11Transport, fast_transport_ok
@@ -71,10 +73,15 @@ def _loads(content: bytes) -> dict[str, Any]:
 def _read_completion(data: dict[str, Any]) -> tuple[str, int, int, int]:
     """``(text, prompt, completion, cached tokens)`` of a chat-completion body.
 
+    The text is the whole answer as one string: reasoning sent beside the content
+    (``reasoning_content``, vLLM/DeepSeek; ``reasoning``, OpenRouter) goes first as a
+    ``<think>`` block, tool calls after it as :func:`~rlm_kernel.tool_mode.encode` writes them,
+    so the cache and the notebook keep all of it and the engine splits it apart.
+
     Raises ValueError when the body is not a usable answer: an error object, no choices, or a
-    message with no content (an empty string is a real, if short, answer). Usage counts that are
-    missing count as zero; ones that are not whole numbers >= 0 are refused, so a broken server
-    cannot make the bill negative or absurd.
+    message with no content and no tool calls (an empty string is a real, if short, answer).
+    Usage counts that are missing count as zero; ones that are not whole numbers >= 0 are
+    refused, so a broken server cannot make the bill negative or absurd.
     """
     if "error" in data and not data.get("choices"):
         err = data.get("error")
@@ -84,9 +91,20 @@ def _read_completion(data: dict[str, Any]) -> tuple[str, int, int, int]:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ValueError("no choices")
     message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(text, str):
+    if not isinstance(message, dict):
         raise ValueError("the message has no content")
+    text = message.get("content")
+    calls = [{"name": c["function"].get("name"), "arguments": c["function"].get("arguments")}
+             for c in message.get("tool_calls") or []
+             if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    if not isinstance(text, str):
+        if not calls:
+            raise ValueError("the message has no content")
+        text = ""
+    text = encode(text, calls)
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning.strip():
+        text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text}"
     u = data.get("usage") or {}
     if not isinstance(u, dict):
         u = {}
@@ -246,18 +264,25 @@ class LMClient:
         self.ledger.note_attempt()
 
     # -- parameters ---------------------------------------------------------------------------
-    def params(self, *, root: bool) -> dict[str, Any]:
+    def params(self, *, root: bool, model: str = "") -> dict[str, Any]:
+        """The request's parameters besides model and messages: sampling, the root's
+        ``max_tokens`` and tools, and what reasoning models take (``reasoning_effort``) or
+        refuse (``temperature``...: dropped for them)."""
+        cfg = self.config
         out: dict[str, Any] = {}
-        if self.config.temperature >= 0:
-            out["temperature"] = self.config.temperature
-        if root and self.config.root_max_tokens > 0:
-            out["max_tokens"] = self.config.root_max_tokens
-        return out
+        if cfg.temperature >= 0:
+            out["temperature"] = cfg.temperature
+        if root and cfg.root_max_tokens > 0:
+            out["max_tokens"] = cfg.root_max_tokens
+        if root and tools_offered(cfg.mode):
+            out["tools"] = TOOLS
+        return request_params(model, out, reasoning_model=cfg.reasoning_model,
+                              reasoning_effort=cfg.reasoning_effort)
 
     def key_for(self, messages: list[dict[str, Any]], model: str, root: bool = False) -> str:
         """The cache key of a call; data-URL images count by their sha256 (``key_messages``),
         so a caller may pass the messages it sends or, cheaper, their hashed form."""
-        return cache_key(model, key_messages(messages), self.params(root=root))
+        return cache_key(model, key_messages(messages), self.params(root=root, model=model))
 
     # -- calls ---------------------------------------------------------------------------------
     async def acomplete(
@@ -274,7 +299,7 @@ class LMClient:
         """
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
-        params = self.params(root=root)
+        params = self.params(root=root, model=model)
         key = key or cache_key(model, key_messages(messages), params)
         if self.config.cache or self.cache_only:
             hit = self.cache.get(key)
