@@ -45,7 +45,7 @@ from .prompts import (
 from .reasoning import split_reasoning
 from .repl import Repl
 from .states import RunState, StepState
-from .tool_mode import as_fenced, decode, history_messages
+from .tool_mode import decode, history_messages, reply_parts
 from .trajectory import ContextInfo, Run, Step, Usage
 
 #: Seconds the one best-effort call may take (it follows a spent budget: keep it short).
@@ -83,13 +83,6 @@ def edited_reply(step: Step) -> str:
     """The assistant turn for a step the human edited: its prose plus the code as it now stands."""
     prose = step.thought.strip()
     return f"{prose}\n```repl\n{step.code or ''}\n```" if prose else f"```repl\n{step.code or ''}\n```"
-
-
-def reply_parts(text: str) -> tuple[str, str, list[dict[str, Any]]]:
-    """``(reasoning, the reply as fenced text for the parser, its tool calls)``."""
-    reasoning, visible = split_reasoning(text)
-    content, calls = decode(visible)
-    return reasoning, as_fenced(content, calls), calls
 
 
 def _history_turn(step: Step, config: RLMConfig) -> list[dict[str, Any]]:

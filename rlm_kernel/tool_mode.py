@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .reasoning import split_reasoning
+
 __all__ = ["TOOLS", "REPL_TOOL", "FINAL_TOOL", "encode", "decode", "as_fenced",
-           "history_messages", "tools_offered"]
+           "history_messages", "tools_offered", "reply_parts"]
 
 REPL_TOOL = "repl"
 FINAL_TOOL = "final"
@@ -117,3 +119,11 @@ def history_messages(n: int, content: str, tool_calls: list[dict[str, Any]],
                 "(ran together with the other calls of this turn; the output is with the last)"}
                for k, i in enumerate(ids, 1)]
     return [assistant, *results]
+
+
+def reply_parts(text: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """``(reasoning, the reply as fenced text for the parser, its tool calls)`` of a recorded
+    reply: what the engine parses and runs (and what trust shows) is never the reasoning."""
+    reasoning, visible = split_reasoning(text)
+    content, calls = decode(visible)
+    return reasoning, as_fenced(content, calls), calls

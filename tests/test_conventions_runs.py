@@ -149,3 +149,22 @@ def test_a_persistent_query_sees_earlier_answers_and_variables_only_when_asked(s
     assert second.answer == f"{TRUTH} / total={TRUTH}"
     assert second.run.builds_on == [first.run.run_id]
     assert rlm.run("What did the previous run answer?", LOG).answer == "no previous run"
+
+
+def test_trust_reads_reasoning_and_tool_replies_as_the_engine_runs_them(scripted_server,
+                                                                        rlm_http, tmp_path):
+    """A trajectory of a reasoning model in tool mode shows no code but what ran: its decoy
+    reasoning and its tool-call envelope are not 'hidden code'."""
+    import nbformat
+
+    from rlm_kernel.trust import review
+
+    srv = scripted_server()
+    res = rlm_http(srv, model="scripted-root-think", mode="tools").run(COUNT_Q + " [chunks=2]",
+                                                                      LOG)
+    assert res.ok and res.answer == TRUTH
+    path = str(tmp_path / "t.ipynb")
+    res.save(path)
+    report = review(nbformat.read(path, as_version=4), path)
+    assert report.hidden == [] and report.signed
+    assert all(DECOY_MARK not in code for _, _, code in report.code)

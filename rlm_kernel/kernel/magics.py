@@ -223,6 +223,26 @@ class RLMMagics(Magics):
             picked = [parent, branch]
         display(CompareView(compare(picked[0], picked[1], reg.runs, reg.runs)))
 
+    def _sub_tool(self, args: list[str]) -> None:
+        assert self.shell is not None
+        tools = self.driver.tools
+        if args[:1] == ["--remove"]:
+            for name in args[1:]:
+                tools.pop(name, None)
+        elif args:
+            missing = [n for n in args if n not in self.shell.user_ns]
+            if missing:
+                raise UsageError(f"no {missing[0]!r} in the namespace: define the function "
+                                 "first, then %rlm tool NAME")
+            try:
+                found = tools_from({n: self.shell.user_ns[n] for n in args},
+                                   reserved=PROTECTED_NAMES)
+            except ToolError as exc:
+                raise UsageError(str(exc)) from None
+            tools.update(found)
+        listed = tools_prompt_section(tools).strip() or "No custom tools (%rlm tool NAME adds one)."
+        display(Pretty(listed))
+
     def _sub_stop(self, args: list[str]) -> None:
         stopped = self.driver.stop_paused()
         display(Pretty(f"stopped {len(stopped)} paused run(s)" if stopped
@@ -314,27 +334,6 @@ def _branch_order(roots: list[str], runs: dict[str, Run]) -> list[tuple[str, int
 
     walk(None, 0)
     return out
-
-
-    def _sub_tool(self, args: list[str]) -> None:
-        assert self.shell is not None
-        tools = self.driver.tools
-        if args[:1] == ["--remove"]:
-            for name in args[1:]:
-                tools.pop(name, None)
-        elif args:
-            missing = [n for n in args if n not in self.shell.user_ns]
-            if missing:
-                raise UsageError(f"no {missing[0]!r} in the namespace: define the function "
-                                 "first, then %rlm tool NAME")
-            try:
-                found = tools_from({n: self.shell.user_ns[n] for n in args},
-                                   reserved=PROTECTED_NAMES)
-            except ToolError as exc:
-                raise UsageError(str(exc)) from None
-            tools.update(found)
-        listed = tools_prompt_section(tools).strip() or "No custom tools (%rlm tool NAME adds one)."
-        display(Pretty(listed))
 
 
 def _find_call(runs: dict[str, Any], call_id: str | None) -> SubCall | None:
