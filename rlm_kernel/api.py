@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from .config import RLMConfig
 from .connect import open_client
+from .custom_tools import tools_from
 from .engine import Controller, Engine
 from .executor import InProcessExecutor
 from .lm import LMClient
 from .notebook import to_notebook, write_notebook
 from .observer import RunObserver
+from .repl import PROTECTED_NAMES
 from .states import RunState
 from .trajectory import ContextInfo, Run, Step, Usage, new_id
 
@@ -84,13 +86,23 @@ class RLM:
                  base_url: str | None = None, api_key: str | None = None,
                  max_steps: int | None = None, concurrency: int | None = None,
                  config: RLMConfig | None = None, observer: RunObserver | None = None,
+                 models: list[str] | str | None = None, tools: Any = None,
                  **settings: Any) -> None:
+        """``models``: one model per depth (root, depth 1, ...); ``tools``: custom tools, a list
+        of functions or ``{name: function}`` (see :mod:`~rlm_kernel.custom_tools`)."""
+        if isinstance(models, (list, tuple)):
+            models = ",".join(models)
         changes = dict(model=model, sub_model=sub_model, base_url=base_url, api_key=api_key,
-                       max_steps=max_steps, concurrency=concurrency, **settings)
+                       max_steps=max_steps, concurrency=concurrency, models=models, **settings)
         self.config = config.copy(**changes) if config is not None else RLMConfig(
             **{k: v for k, v in changes.items() if v is not None})
         self.observer = observer
+        self.tools = tools_from(tools, reserved=PROTECTED_NAMES)
         self._client: LMClient | None = None
+        # A persistent session: one namespace and the record of its runs, across run() calls.
+        self._namespace: dict[str, Any] = {}
+        self._runs: dict[str, Run] = {}
+        self._roots: list[str] = []
 
     @property
     def client(self) -> LMClient:
@@ -105,16 +117,28 @@ class RLM:
         return SCRIPTED_BANNER if self.config.scripted else None
 
     async def arun(self, query: str, context: Any, *, context_source: str = "",
-                   controller: Controller | None = None) -> RunResult:
-        cfg = self.config
+                   controller: Controller | None = None,
+                   persistent: bool | None = None) -> RunResult:
+        """``persistent=True`` (or the ``persistent`` setting): this query builds on this
+        object's earlier persistent runs: their queries and answers are in its first message and
+        their variables in its namespace."""
+        cfg = self.config if persistent is None else self.config.copy(persistent=persistent)
         run = Run(run_id=new_id("r"), query=query, model=cfg.root_model,
                   sub_model=cfg.subcall_model, context=ContextInfo.describe(context, context_source),
                   settings=cfg.settings())
-        runs: dict[str, Run] = {}
-        engine = Engine(client=self.client, config=cfg, run=run, executor=InProcessExecutor(),
-                        context=context, observer=self.observer, controller=controller, runs=runs)
+        if cfg.persistent:
+            run.builds_on = list(self._roots)
+            runs, executor = self._runs, InProcessExecutor(self._namespace)
+        else:
+            runs, executor = {}, InProcessExecutor()
+        engine = Engine(client=self.client, config=cfg, run=run, executor=executor,
+                        context=context, observer=self.observer, controller=controller, runs=runs,
+                        tools=self.tools)
         await engine.arun()
-        return RunResult(run, runs, self.client.ledger.snapshot())
+        if cfg.persistent:
+            self._roots.append(run.run_id)
+        tree = {r.run_id: r for r in run.tree(runs)}
+        return RunResult(run, tree, self.client.ledger.snapshot())
 
     async def afork(self, parent: RunResult, at: int, context: Any, *, query: str | None = None,
                     label: str | None = None, context_source: str = "") -> RunResult:
@@ -159,9 +183,11 @@ class RLM:
         return self._complete(self.afork(parent, at, context, query=query, label=label,
                                          context_source=context_source))
 
-    def run(self, query: str, context: Any, *, context_source: str = "") -> RunResult:
+    def run(self, query: str, context: Any, *, context_source: str = "",
+            persistent: bool | None = None) -> RunResult:
         """Run to completion and return the result (also inside a running event loop)."""
-        return self._complete(self.arun(query, context, context_source=context_source))
+        return self._complete(self.arun(query, context, context_source=context_source,
+                                        persistent=persistent))
 
     def _complete(self, coro: Any) -> RunResult:
         try:

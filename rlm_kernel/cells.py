@@ -102,9 +102,10 @@ def status_msg(run: str, status: dict[str, Any], anchor: str | None = None) -> d
 
 
 def finish_msg(run: str, outcome: RunState | str, answer: str | None, reason: str | None,
-               anchor: str | None = None) -> dict[str, Any]:
+               anchor: str | None = None, best_effort: bool = False) -> dict[str, Any]:
+    """``best_effort``: the answer was asked for once after a budget ran out."""
     return _msg("finish", run=run, anchor=anchor, outcome=str(outcome), answer=answer,
-                reason=reason)
+                reason=reason, best_effort=best_effort)
 
 
 def batch_msg(msgs: list[dict[str, Any]]) -> dict[str, Any]:

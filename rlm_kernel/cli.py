@@ -1,4 +1,5 @@
-"""``rlm-kernel``: install | run | fork | demo | replay | serve-scripted | export | eval | compare.
+"""``rlm-kernel``: install | run | fork | demo | replay | serve-scripted | export | eval | compare |
+import.
 
 A thin shell over the library and the headless runner: every command's work lives elsewhere.
 """
@@ -22,6 +23,10 @@ from .config import (
 from .errors import ConfigError
 
 __all__ = ["main"]
+
+
+#: Exit status of ``run`` when the answer is best-effort (asked for after a budget ran out).
+EXIT_BEST_EFFORT = 5
 
 
 def _run_parser(sub: Any) -> None:
@@ -94,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="print a trajectory notebook's runs as JSON records")
     p.add_argument("notebook")
     p.add_argument("--output", help="write the JSON here instead of stdout")
+    p = sub.add_parser("import", help="turn an rlms log (RLMLogger .jsonl) into a trajectory "
+                                      "notebook: import LOG.jsonl -o run.ipynb [--context FILE]")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -111,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
+    if argv and argv[0] == "import":
+        from .importers.rlms_log import main as import_main
+
+        return import_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "install":
         from .install import main as install_main
@@ -325,6 +337,9 @@ def _drive(runner: Any, cells: list[str], output: str | None,
     status = 0 if finish.get("outcome") == "final" else 1
     if finish.get("outcome") == "final":
         print(finish.get("answer"))
+        if finish.get("best_effort"):  # answered, but only when asked after a budget ran out
+            status = EXIT_BEST_EFFORT
+            _fail(f"the answer is best-effort: {finish.get('reason')}")
     else:
         _fail(f"run {finish.get('outcome')}: {finish.get('reason')}")
     if output and runner.write_error:

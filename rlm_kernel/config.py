@@ -148,6 +148,10 @@ class RLMConfig(Configurable):
     # -- models and endpoint ---------------------------------------------------------------------
     model = _run(Unicode("", help="Root model name. Empty: the scripted model."))
     sub_model = _run(Unicode("", help="Model for llm()/llm_batch(). Empty: same as model."))
+    models = _run(Unicode(
+        "", help="Models per depth, comma-separated: root,depth1,depth2,... (sub-calls and "
+                 "sub-RLMs at depth d use entry d; the last entry serves deeper levels). Set, it "
+                 "replaces model/sub_model."))
     base_url = _setting(Unicode(
         "", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
         cli=True, client=True, replay=False, env="OPENAI_BASE_URL")
@@ -210,6 +214,13 @@ class RLMConfig(Configurable):
              "listing or from its first context-overflow error. Older steps are compacted "
              "before the history outgrows it."),
         cli=True, replay=False)
+    reasoning_effort = _run(Unicode(
+        "", help="reasoning_effort sent to reasoning models (low, medium, high...; empty: not "
+                 "sent)."), client=True)
+    reasoning_model = _setting(Unicode(
+        "auto", help="Whether the models refuse sampling parameters such as temperature "
+                     "(OpenAI's o-series and gpt-5): auto (by name), yes, no."),
+        cli=True, client=True)
     prices = _setting(Dict(
         {}, help='USD per 1M tokens: {"model": {"prompt": 2.5, "completion": 10, "cached": 1.25}}.'),
         client=True, replay=False)
@@ -241,6 +252,16 @@ class RLMConfig(Configurable):
         128_000_000, min=0,
         help="Bytes of sub-call images kept in memory this session, newest first (for a %%llm "
              "--call cell to re-send them); 0 keeps none."), replay=False)
+    mode = _run(Unicode(
+        "fences", help="How the root model writes code: fences (```repl blocks), tools (a `repl` "
+                       "and a `final` function tool), auto (tools offered, fences read too)."),
+        client=True)
+    best_effort = _run(Bool(
+        True, help="When a budget (steps, tokens, cost, time, sub-calls) ends a run without an "
+                   "answer, ask the root model once for its best answer (marked best-effort)."))
+    persistent = _run(Bool(
+        False, help="This query builds on the session's earlier runs: the model is told their "
+                    "queries and answers, and their variables are still in the REPL."))
     subcalls_enabled = _setting(Bool(
         True, help="llm()/llm_batch()/rlm() work in the REPL; False is the paper's no-sub-call "
                    "ablation."))
@@ -303,6 +324,28 @@ class RLMConfig(Configurable):
                               f"not {proposal['value']!r}")
         return value
 
+    @validate("mode")
+    def _check_mode(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"].strip().lower()
+        if value not in ("fences", "tools", "auto"):
+            raise ConfigError(f"mode must be fences, tools or auto, not {proposal['value']!r}")
+        return value
+
+    @validate("reasoning_model")
+    def _check_reasoning_model(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"].strip().lower()
+        if value not in ("auto", "yes", "no"):
+            raise ConfigError(f"reasoning_model must be auto, yes or no, not {proposal['value']!r}")
+        return value
+
+    @validate("models")
+    def _check_models(self, proposal: dict[str, Any]) -> str:
+        names = [m.strip() for m in proposal["value"].split(",")]
+        if proposal["value"].strip() and not all(names):
+            raise ConfigError(f"models must be comma-separated model names (root,depth1,...), "
+                              f"not {proposal['value']!r}")
+        return ",".join(names) if proposal["value"].strip() else ""
+
     @validate("prices")
     def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:
         prices = proposal["value"]
@@ -323,6 +366,8 @@ class RLMConfig(Configurable):
 
     @property
     def root_model(self) -> str:
+        if self.models:
+            return self.models.split(",")[0]
         if self.model:
             return self.model
         if self.scripted:
@@ -334,11 +379,21 @@ class RLMConfig(Configurable):
 
     @property
     def subcall_model(self) -> str:
+        if self.models:
+            return self.model_at(1)
         if self.sub_model:
             return self.sub_model
         if self.scripted and not self.model:
             return SCRIPTED_SUB
         return self.root_model
+
+    def model_at(self, depth: int) -> str:
+        """The model of a call made at ``depth`` (0: root replies; d: sub-calls and sub-RLM
+        roots d levels down), from ``models`` if set, else ``model`` / ``sub_model``."""
+        names = [m for m in self.models.split(",") if m]
+        if names:
+            return names[min(depth, len(names) - 1)]
+        return self.root_model if depth == 0 else self.subcall_model
 
     def settings(self) -> dict[str, Any]:
         """Every setting except secrets: safe to record in a notebook."""

@@ -3,8 +3,15 @@
 Each turn: check budgets and the human's controls, ask the root model (the history is append-only,
 so a provider's prefix cache hits on every turn), parse the reply, run its code through the
 :class:`~rlm_kernel.executor.Executor`, and feed the output back (head+tail truncated) until a FINAL
-or a budget ends the run. ``rlm()`` inside a step starts a child engine at depth+1 that shares the
-client, the budgets and the observer.
+or a budget ends the run (then, unless ``best_effort`` is off, the model is asked once for its best
+answer). ``rlm()`` / ``rlm_batch()`` inside a step start child engines at depth+1, in worker
+threads, that share the client, the budgets and the observer.
+
+A reply is read in three layers: its reasoning (``<think>`` blocks, ``reasoning_content``) is
+split off first and never parsed or sent back; tool calls (``mode = tools``) read as the fenced
+blocks they stand for (:mod:`~rlm_kernel.tool_mode`); the rest is parsed as usual. Which of the
+ways to finish wins when one step has several: ``FINAL``/``FINAL_VAR`` called from code, then the
+``answer`` dict (rlms), then ``FINAL``/``FINAL_VAR`` in prose.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -21,6 +27,7 @@ from typing import Any
 
 from .budgets import Budget
 from .config import RLMConfig, redact, redact_json
+from .custom_tools import Tool, tools_prompt_section
 from .errors import (
     BudgetExceeded,
     ContextWindowExceeded,
@@ -37,6 +44,7 @@ from .outputs import outputs_to_text, sanitize_outputs, truncate
 from .parsing import parse_reply
 from .prompt_store import PromptStore
 from .prompts import (
+    best_effort_message,
     cut_reply_note,
     elided_output,
     first_user_message,
@@ -45,11 +53,19 @@ from .prompts import (
     step_feedback,
     system_prompt,
 )
+from .reasoning import split_reasoning
 from .repl import Repl
 from .states import RunState, StepState
-from .trajectory import ContextInfo, Run, Step
+from .tool_mode import decode, history_messages, reply_parts
+from .trajectory import ContextInfo, Run, Step, Usage
 
-__all__ = ["Engine", "Controller", "build_history", "edited_reply", "instructions_in_user"]
+#: Seconds the one best-effort call may take (it follows a spent budget: keep it short).
+BEST_EFFORT_TIMEOUT_S = 60.0
+#: Replay by recorded order (imported runs): path of a run in its tree -> its root replies.
+Script = dict[str, list[str]]
+
+__all__ = ["Engine", "Controller", "build_history", "edited_reply", "instructions_in_user",
+           "reply_parts", "Script"]
 
 log = logging.getLogger("rlm_kernel")
 
@@ -98,23 +114,41 @@ def instructions_in_user(run: Run, config: RLMConfig) -> bool:
     return config.system_role == "user" or run.settings.get("system_role") == "user"
 
 
-def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
+def _history_turn(step: Step, config: RLMConfig) -> list[dict[str, Any]]:
+    """Step ``n``'s assistant turn and what came back, as sent to the model: never its
+    reasoning; its tool calls as tool calls (with ids made from ``n``), else its text."""
+    feedback = _feedback(step, config)
+    if step.edited:
+        return [{"role": "assistant", "content": edited_reply(step)},
+                {"role": "user", "content": feedback}]
+    content, calls = decode(split_reasoning(step.reply)[1])
+    if calls:
+        return history_messages(step.n, content, calls, feedback)
+    return [{"role": "assistant", "content": content}, {"role": "user", "content": feedback}]
+
+
+def build_history(run: Run, config: RLMConfig, *, tools: dict[str, Tool] | None = None,
+                  runs: dict[str, Run] | None = None) -> list[dict[str, Any]]:
     """The root conversation implied by a run's recorded (non-stale, executed) steps.
 
     Unedited steps reproduce the original messages byte for byte, so the prefix cache still hits
     after a resume; an edited step contributes its new code and its new output. Steps up to
     ``run.elided_through`` (compacted to fit the window) contribute their code and a one-line
-    stand-in for their output.
+    stand-in for their output. ``runs``: where the earlier runs a persistent query builds on
+    are found.
     """
+    earlier = [(r.run_id, r.query, r.answer) for r in
+               (runs.get(i) for i in run.builds_on) if r is not None] if runs else []
     system = system_prompt(run.context, config.sub_window, config.subcalls_enabled,
-                           config.image_max_edge, config.sandboxed)
-    first = first_user_message(run.query, run.context, config.max_steps)
+                           config.image_max_edge, config.sandboxed,
+                           tools=tools_prompt_section(tools or {}), mode=config.mode)
+    first = first_user_message(run.query, run.context, config.max_steps, earlier or None)
     messages: list[dict[str, Any]] = (
         [{"role": "user", "content": instructions_as_user(system, first)}]
         if instructions_in_user(run, config) else
         [{"role": "system", "content": system}, {"role": "user", "content": first}])
     for step in run.steps:
-        if not step.executed:
+        if not step.executed or step.best_effort:
             continue
         if step.n <= run.elided_through:
             code = f"```repl\n{step.code}\n```" if step.code is not None else "(no code)"
@@ -122,8 +156,7 @@ def build_history(run: Run, config: RLMConfig) -> list[dict[str, Any]]:
             messages.append({"role": "user", "content": elided_output(step.n,
                                                                       len(step.output_text))})
             continue
-        messages.append({"role": "assistant", "content": edited_reply(step) if step.edited else step.reply})
-        messages.append({"role": "user", "content": _feedback(step, config)})
+        messages += _history_turn(step, config)
     return messages
 
 
@@ -150,6 +183,10 @@ class Engine:
         recorded: Sequence[Step] = (),
         recorded_only: bool = False,
         image_store: ImageStore | None = None,
+        tools: dict[str, Tool] | None = None,
+        script: Script | None = None,
+        script_path: str = "",
+        child_repls: dict[str, Repl] | None = None,
     ) -> None:
         """``recorded``: steps (as recorded) to re-execute before asking the model anything, a
         fork's inherited steps: each is proposed from its record, not by a model call, run as
@@ -168,16 +205,24 @@ class Engine:
         self.runs[run.run_id] = run
         self.prompt_store = prompt_store
         self.image_store = image_store
+        self.tools = tools or {}
+        self.script = script
+        self.script_path = script_path
+        #: The REPL of every sub-RLM of this run tree, by run id (shared down the tree).
+        self.child_repls: dict[str, Repl] = child_repls if child_repls is not None else {}
         self.repl = Repl(
             executor.namespace, context=context, client=client, config=config, run=run,
-            budget=self.budget, observer=self.observer, child_runner=self._run_child,
-            prompt_store=prompt_store, image_store=image_store,
+            budget=self.budget, observer=self.observer, child_runner=self._run_children,
+            prompt_store=prompt_store, image_store=image_store, tools=self.tools,
         )
-        self.messages = build_history(run, config)
+        self.messages = self._history()
         self._recorded = deque(recorded)
         self._expected: dict[int, Step] = {}  # re-executed step number -> its record
         self.recorded_only = recorded_only
         self._cpt = _CHARS_PER_TOKEN
+
+    def _history(self) -> list[dict[str, Any]]:
+        return build_history(self.run, self.config, tools=self.tools, runs=self.runs)
 
     # -- the loop ------------------------------------------------------------------------------
     async def arun(self) -> Run:
@@ -187,7 +232,7 @@ class Engine:
         run.stop_reason, run.ended = None, None
         run.clock_start()
         self.repl.active = True
-        self.messages = build_history(run, self.config)
+        self.messages = self._history()
         self.observer.run_started(run)
         handed_over = False
         try:
@@ -219,7 +264,10 @@ class Engine:
                     self._end(RunState.FINAL, None)
                     return run
         except BudgetExceeded as exc:
-            self._end(RunState.STOPPED, exc.reason)
+            if await self._best_effort(exc.reason):
+                self._end(RunState.FINAL, f"best-effort answer: {exc.reason}")
+            else:
+                self._end(RunState.STOPPED, exc.reason)
         except (RunStopped, KeyboardInterrupt) as exc:
             self._end(RunState.STOPPED, str(exc) or "interrupted")
         except asyncio.CancelledError:
@@ -231,6 +279,7 @@ class Engine:
             self._end(RunState.ERROR, str(exc))
         finally:
             self.repl.active = False
+            self.repl.release()
             if handed_over:
                 pass  # still running: the caller goes on with the next drive of this run
             elif run.status == RunState.RUNNING:  # left by an exception none of the above caught
@@ -256,6 +305,10 @@ class Engine:
             if step.status == StepState.RUNNING:
                 step.move(StepState.DONE)
 
+    @property
+    def model(self) -> str:
+        return self.run.model or self.config.model_at(self.run.depth)
+
     async def _propose(self) -> Step:
         """Ask the root model for step n: fit the window, stream the reply to the views, read it.
 
@@ -266,48 +319,54 @@ class Engine:
         if self._recorded:
             record = self._recorded.popleft()  # from the record: no model call, nothing paid
             step = Step(n=record.n, reply=record.reply, thought=record.thought, code=record.code,
-                        cache_key=record.cache_key, edited=record.edited,
-                        finish_reason=record.finish_reason)
+                        cache_key=record.cache_key, edited=record.edited, model=record.model,
+                        reasoning=record.reasoning, finish_reason=record.finish_reason)
             self._expected[record.n] = record
             run.steps.append(step)
             self.observer.step_proposed(run, step)
             return step
         n = run.last_step_number + 1
-        model = run.model or self.config.root_model
         if self.client.loop.in_loop_thread:
             raise RuntimeError("the engine cannot run on the model client's own loop")
         if (self.config.system_role == "auto" and self.client.system_dropped
                 and not instructions_in_user(run, self.config)):
             self._instructions_to_user()
         window = self.config.context_window or self.client.window
-        if not window and not self.config.scripted:
-            window = await self.client.loop.wrap(self.client.amodel_window(model))
+        if not window and not (self.config.scripted or self.client.cache_only
+                               or self._scripted_reply(n) is not None):
+            window = await self.client.loop.wrap(self.client.amodel_window(self.model))
         compaction = self._fit(window, n) if window else None
         live = _LiveText(self.observer, run, n)
         try:
-            comp, compaction = await self._attempts(model, window, live, n, compaction)
+            comp, compaction = await self._attempts(window, live, n, compaction)
         except BaseException as exc:
             live.abandon(exc)  # its thought cell must not say "writing…" forever
             raise
         await self._learn(comp)
         cut = comp.finish_reason == "length"
-        parsed = parse_reply(comp.text, cut=cut)
+        reasoning, fenced, _ = reply_parts(comp.text)
+        parsed = parse_reply(fenced, cut=cut)
         step = Step(n=n, reply=comp.text, thought=parsed.prose.strip(), code=parsed.code,
                     usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key,
-                    finish_reason=comp.finish_reason, streamed=live.shown, compaction=compaction)
+                    model=comp.model, reasoning=reasoning, finish_reason=comp.finish_reason,
+                    streamed=live.shown, compaction=compaction)
         run.steps.append(step)
         run.usage.add(comp.usage)
         self.observer.step_proposed(run, step)
         return step
 
-    async def _attempts(self, model: str, window: int | None, live: _LiveText, n: int,
+    async def _attempts(self, window: int | None, live: _LiveText, n: int,
                         compaction: str | None) -> tuple[Completion, str | None]:
         """The root call, asked again once after a context overflow (the window learned from the
         error, older steps compacted); a failure's message names the call."""
         for attempt in (1, 2):
             try:
-                comp = await self._ask(model, window, live)
+                comp = await self._ask(list(self.messages), n, self.budget.remaining_time(),
+                                       window=window, live=live)
                 return comp, compaction
+            except TimeoutError:
+                self.budget.check_wall()
+                raise
             except ContextWindowExceeded as exc:
                 learned = window_from_error(str(exc)) or int(self._estimate() * 0.9)
                 note = self._fit(learned, n) if attempt == 1 else None
@@ -323,21 +382,30 @@ class Engine:
                 raise type(exc)(f"root step {n}: {exc}", status_code=exc.status_code) from None
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    async def _ask(self, model: str, window: int | None, live: _LiveText) -> Completion:
-        """One root call with the run's wall-time budget as its deadline (past it, the call is
-        cancelled, which closes its stream and frees the server)."""
+    def _scripted_reply(self, n: int) -> str | None:
+        """Step ``n``'s reply from the replay script (imported runs), if there is one."""
+        replies = self.script.get(self.script_path) if self.script is not None else None
+        return replies[n - 1] if replies is not None and n - 1 < len(replies) else None
+
+    async def _ask(self, messages: list[dict[str, Any]], n: int, timeout: float | None, *,
+                   window: int | None = None, live: _LiveText | None = None) -> Completion:
+        """The root model's reply for step ``n`` (from the replay script when there is one), with
+        ``timeout`` as its deadline: past it the call is cancelled, which closes its stream and
+        frees the server. ``window``: the reply's token bound is never more than it has left
+        (vLLM refuses that); ``live``: where a streamed reply's text goes as it arrives."""
+        scripted = self._scripted_reply(n)
+        if scripted is not None:
+            return Completion(scripted, self.model, Usage(), 0.0, "", True)
+        if self.client.loop.in_loop_thread:
+            raise RuntimeError("the engine cannot run on the model client's own loop")
         bound = self.config.root_max_tokens
-        if window and bound:  # never ask for more than the window has left (vLLM refuses that)
+        if window and bound:
             bound = max(16, min(bound, window - self._estimate() - 16))
-        call = self.client.acomplete(list(self.messages), model=model, depth=self.run.depth,
-                                     root=True, max_tokens=bound, on_text=live.feed)
-        left = self.budget.remaining_time()
+        call = self.client.acomplete(messages, model=self.model, depth=self.run.depth, root=True,
+                                     max_tokens=bound,
+                                     on_text=live.feed if live is not None else None)
         waiter = self.client.loop.wrap(call)
-        try:
-            return await (asyncio.wait_for(waiter, left) if left is not None else waiter)
-        except TimeoutError:
-            self.budget.check_wall()
-            raise
+        return await (asyncio.wait_for(waiter, timeout) if timeout is not None else waiter)
 
     # -- the window and the instructions -------------------------------------------------------
     def _estimate(self) -> int:
@@ -356,7 +424,7 @@ class Engine:
         # Keep the latest executed step whole: the model needs at least its last output.
         for k in done[:-1]:
             run.elided_through = k
-            self.messages = build_history(run, self.config)
+            self.messages = self._history()
             if self._estimate() <= _COMPACT_TO * window:
                 break
         if self._estimate() >= before:
@@ -384,7 +452,7 @@ class Engine:
             dropped: bool | None = system_dropped(prompt, len(self.messages[0]["content"]))
         else:  # no usage (a llama.cpp stream): one tiny call tells
             dropped = await self.client.loop.wrap(self.client.adrops_system(
-                self.run.model or self.config.root_model, self.run.depth))
+                self.model, self.run.depth))
         if dropped:
             self.client.system_dropped = True
             self._instructions_to_user()
@@ -393,16 +461,58 @@ class Engine:
         """From the next call on, the instructions go in the first user message (recorded in the
         run's settings, so a resume or replay builds the same history)."""
         self.run.settings["system_role"] = "user"
-        self.messages = build_history(self.run, self.config)
+        self.messages = self._history()
         log.warning("rlm: run %s: the server dropped the system message (its prompt tokens "
                     "show it); the REPL instructions now go in the first user message. Set "
                     "system_role = user to start that way.", self.run.run_id)
+
+    async def _best_effort(self, reason: str) -> bool:
+        """A budget ended the run without an answer: ask once for the best answer from what the
+        model has (bounded by :data:`BEST_EFFORT_TIMEOUT_S`); True if it gave one."""
+        run = self.run
+        if (not self.config.best_effort or run.answer is not None
+                or self.controller.stop_requested or self.client.stopped):
+            return False
+        n = run.last_step_number + 1
+        messages = [*self.messages, {"role": "user", "content": best_effort_message(reason)}]
+        try:
+            comp = await self._ask(messages, n, min(BEST_EFFORT_TIMEOUT_S,
+                                                    self.config.call_timeout))
+        except (ModelCallError, ReplayMissError, RunStopped, TimeoutError):
+            return False
+        reasoning, fenced, calls = reply_parts(comp.text)
+        parsed = parse_reply(fenced)
+        answer = parsed.final
+        if answer is None and parsed.final_var is not None:
+            answer = self.repl.ns.get(parsed.final_var)
+        if answer is None and parsed.code:  # a final tool call (or FINAL in code): read it
+            for call in reversed(calls):
+                args = call.get("arguments")
+                if isinstance(args, str) and '"answer"' in args:
+                    answer = decode_answer(args)
+                    break
+        if answer is None:
+            answer = parsed.prose.strip() or None
+        if answer is None:
+            return False
+        answer = redact(str(answer))
+        step = Step(n=n, reply=comp.text, thought=parsed.prose.strip(), code=None,
+                    usage=comp.usage, latency_s=comp.latency_s, cache_key=comp.cache_key,
+                    model=comp.model, reasoning=reasoning, best_effort=True, final=answer,
+                    output_text="", status=StepState.DONE)
+        run.steps.append(step)
+        run.usage.add(comp.usage)
+        run.answer, run.best_effort = answer, True
+        self.observer.step_proposed(run, step)
+        self.observer.step_finished(run, step)
+        return True
 
     async def _execute(self, step: Step) -> bool:
         """Run a proposed step; True when it ended the run."""
         run = self.run
         cut = step.finish_reason == "length" and not step.edited
-        parsed = parse_reply(step.reply, cut=cut) if not step.edited else parse_reply(edited_reply(step))
+        parsed = parse_reply(reply_parts(step.reply)[1], cut=cut) if not step.edited else \
+            parse_reply(edited_reply(step))
         step.move(StepState.RUNNING)
         self.repl.begin_step(step.n)
         self.observer.step_started(run, step)
@@ -444,8 +554,11 @@ class Engine:
                 f"cannot inherit it; fork at an earlier step (at most {step.n - 1}), or make the "
                 "step's result reproducible")
         final: str | None = None
+        submitted = self.repl.submitted()
         if self.repl.final is not None:
             final = self.repl.final
+        elif submitted is not None:  # rlms's answer dict
+            final = submitted
         elif step.error is not None and parsed.has_final:
             # The model wrote FINAL before seeing its code fail: it must see the error first.
             notes.append("[note: your FINAL was not accepted because the code above raised; "
@@ -472,51 +585,85 @@ class Engine:
             raise self.budget.exceeded
         if final is not None:
             return True
-        self.messages.append({"role": "assistant",
-                              "content": edited_reply(step) if step.edited else step.reply})
-        self.messages.append({"role": "user", "content": _feedback(step, self.config)})
+        self.messages += _history_turn(step, self.config)
         return False
 
     # -- recursion -----------------------------------------------------------------------------
-    def _run_child(self, query: str, context: Any, depth: int) -> str:
-        """rlm(): a fresh namespace at ``depth``, run to completion in a worker thread."""
+    def _child_engine(self, query: str, context: Any, depth: int, model: str | None) -> Engine:
+        parent = self.run
         child = Run(
-            run_id=self.repl.next_id("r"), query=query, depth=depth, parent=self.run.run_id,
+            run_id=self.repl.next_id("r"), query=query, depth=depth, parent=parent.run_id,
             parent_step=self.repl.current_step,
-            model=self.run.model, sub_model=self.run.sub_model,
-            context=ContextInfo.describe(context, source=f"rlm() in run {self.run.run_id}"),
-            settings=self.run.settings,
+            model=model or self.config.model_at(depth), sub_model=self.config.model_at(depth + 1),
+            context=ContextInfo.describe(context, source=f"rlm() in run {parent.run_id}"),
+            settings=parent.settings,
         )
-        self.run.children.append(child.run_id)
+        parent.children.append(child.run_id)
+        path = child.run_id[len(parent.run_id) + 1:]  # "s<step>r<k>": same in every replay
         engine = Engine(
             client=self.client, config=self.config, run=child, executor=InProcessExecutor(),
             context=context, budget=self.budget, observer=self.observer,
             controller=Controller(), runs=self.runs, prompt_store=self.prompt_store,
             image_store=self.repl.images,
+            tools=self.tools, script=self.script,
+            script_path=f"{self.script_path}-{path}" if self.script_path else path,
+            child_repls=self.child_repls,
         )
-        done: concurrent.futures.Future[Run] = concurrent.futures.Future()
+        self.child_repls[child.run_id] = engine.repl
+        return engine
 
-        def main() -> None:
-            try:
-                done.set_result(asyncio.run(engine.arun()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting parent
-                done.set_exception(exc)
+    def _run_children(self, specs: list[tuple[str, Any]], depth: int,
+                      model: str | None) -> list[str | BaseException]:
+        """rlm() / rlm_batch(): each child in a fresh namespace on a worker thread (at most
+        ``concurrency`` at once), all sharing the client and the budgets; blocks until all end.
+        A Stop or an interrupt of the parent stops every child."""
+        engines = [self._child_engine(q, c, depth, model) for q, c in specs]
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(len(engines), self.config.concurrency)),
+            thread_name_prefix=f"rlm-child-{self.run.run_id}")
+        futures = [pool.submit(asyncio.run, e.arun()) for e in engines]
 
-        threading.Thread(target=main, name=f"rlm-child-{child.run_id}", daemon=True).start()
+        def stop_all() -> None:
+            for e in engines:
+                e.controller.request("stop")
+
         try:
-            # Wait in slices (a Stop of this run must reach the child), and only then ask for
-            # the result: a child that itself failed with a TimeoutError must not read as
+            # Wait in slices (a Stop of this run must reach the children), and only then ask
+            # for the results: a child that itself failed with a TimeoutError must not read as
             # "not finished yet" (concurrent.futures' timeout is that same class).
-            while not concurrent.futures.wait([done], timeout=0.1).done:
+            pending = set(futures)
+            while pending:
                 if self.controller.stop_requested:
-                    engine.controller.request("stop")
-            result = done.result()
+                    stop_all()
+                _, pending = concurrent.futures.wait(pending, timeout=0.1)
         except BaseException:
-            engine.controller.request("stop")
+            stop_all()
             raise
-        if result.answer is None:
-            raise RLMError(f"sub-RLM {child.run_id} ended without an answer: {result.stop_reason}")
-        return result.answer
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        out: list[str | BaseException] = []
+        for engine, fut in zip(engines, futures, strict=True):
+            exc = fut.exception()
+            run = engine.run
+            if exc is not None:
+                out.append(exc)
+            elif run.answer is None:
+                out.append(RLMError(f"sub-RLM {run.run_id} ended without an answer: "
+                                    f"{run.stop_reason}"))
+            else:
+                out.append(run.answer)
+        return out
+
+
+def decode_answer(arguments: str) -> str | None:
+    """The ``answer`` of a ``final`` tool call's JSON arguments (None if unreadable)."""
+    import json
+
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return None
+    return str(value["answer"]) if isinstance(value, dict) and "answer" in value else None
 
 
 class _LiveText:

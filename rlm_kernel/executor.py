@@ -182,14 +182,54 @@ def _trim(te: traceback.TracebackException, filename: str) -> bool:
     return True
 
 
+_routes = threading.local()
+
+
+def _routed_print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+                  flush: bool = False) -> None:
+    """``print`` of code run off the main thread: to this thread's step buffers.
+
+    Why: sub-RLMs of ``rlm_batch`` run their steps at the same time in worker threads, and
+    ``sys.stdout`` is one for the process; redirecting it per step would mix their outputs (and
+    send them into the parent's cell). Each worker thread has its own buffers instead.
+    """
+    out, err = getattr(_routes, "out", None), getattr(_routes, "err", None)
+    if out is not None and (file is None or file is sys.stdout):
+        file = out
+    elif err is not None and file is sys.stderr:
+        file = err
+    print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
 class InProcessExecutor:
-    """Runs steps with ``exec`` in a dict namespace, capturing output with bounded buffers."""
+    """Runs steps with ``exec`` in a dict namespace, capturing output with bounded buffers.
+
+    In the main thread ``sys.stdout``/``sys.stderr`` are redirected for the step; in a worker
+    thread (a sub-RLM) the namespace's ``print`` writes to the thread's own buffers instead, so
+    concurrent sub-RLMs never mix their outputs."""
 
     def __init__(self, namespace: dict[str, Any] | None = None, capture_chars: int = 300_000) -> None:
         self.namespace = namespace if namespace is not None else {}
         self.namespace.setdefault("__name__", "__rlm__")
         self.capture_chars = capture_chars
         self.count = 0
+
+    @contextlib.contextmanager
+    def _capture(self, out: BoundedText, err: BoundedText) -> Iterator[None]:
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                yield
+            return
+        builtins = self.namespace.get("__builtins__")
+        if not isinstance(builtins, dict) or builtins.get("print") is not _routed_print:
+            import builtins as module
+
+            self.namespace["__builtins__"] = {**vars(module), "print": _routed_print}
+        _routes.out, _routes.err = out, err
+        try:
+            yield
+        finally:
+            _routes.out = _routes.err = None
 
     async def execute(self, code: str, *, timeout: float | None, run_id: str,
                       step: int) -> ExecResult:
@@ -205,8 +245,7 @@ class InProcessExecutor:
             tree = ast.parse(code, filename=filename)
             last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
             assert last is None or isinstance(last, ast.Expr)
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                    step_deadline(timeout, in_code=_in_step(filename)):
+            with self._capture(out, err), step_deadline(timeout, in_code=_in_step(filename)):
                 exec(compile(tree, filename, "exec"), self.namespace)
                 if last is not None:
                     value = eval(compile(ast.Expression(last.value), filename, "eval"),

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 from .kernelspec import notebook_kernelspec
 from .outputs import outputs_to_text, truncate
 from .states import CallState, RunState, StepState
-from .trajectory import ForkOf, Run, Step, SubCall
+from .trajectory import ForkOf, Run, Step, SubCall, preview
 
 __all__ = [
     "FORMAT_VERSION", "MARKER_RE", "marker", "query_cell", "thought_cell", "step_cell", "llm_cell",
-    "final_cell", "child_run_cells", "run_cells", "to_notebook", "runs_from_notebook",
+    "final_cell", "child_run_cells", "child_head_cell", "run_cells", "to_notebook",
+    "runs_from_notebook",
     "recorded_responses", "write_notebook", "llm_cell_source", "query_cell_ids", "fork_source",
     "fork_cell_source", "branch_title", "answer_preview", "ANSWER_INLINE_CHARS",
     "QUERY_MARKER_RE", "query_marker", "with_query_marker", "split_query_marker",
@@ -199,11 +200,19 @@ def has_thought_cell(step: Step) -> bool:
 
 def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
     text = step.thought or "*(the model's reply had no prose)*"
+    if step.best_effort:
+        text = ("*Best-effort answer: the budget ran out, and the model was asked once for its "
+                f"best answer from what it had.*\n\n{text}")
     if step.finish_reason == "length":
         text += ("\n\n> *The reply was cut at the token limit (`root_max_tokens`): only its "
                  "complete code blocks ran, and the model was told.*")
     if step.nudge is not None:
         text += "\n\n> *No code and no FINAL: the model was nudged to continue.*"
+    if step.reasoning:
+        # Collapsed; shown as text, never run or parsed (it may hold draft code and FINALs).
+        fence = "`" * max(3, _longest_backtick_run(step.reasoning) + 1)
+        text += (f"\n\n<details><summary>Reasoning ({len(step.reasoning):,} characters; shown, "
+                 f"never run)</summary>\n\n{fence}text\n{step.reasoning}\n{fence}\n\n</details>")
     # The step cell carries the step's state; a thought carries it only when it is the record
     # (no code) or stale, so a live thought never shows a state the step has since left.
     extra: dict[str, Any] = {"step": step.n}
@@ -211,7 +220,7 @@ def thought_cell(run: Run, step: Step, *, record: bool) -> dict[str, Any]:
         extra["status"] = step.status
     if record:
         extra["record"] = _step_record(step, keep_outputs=False)
-    head = f"**Step {step.n}**"
+    head = f"**Step {step.n}**" + (f" (depth {run.depth})" if run.depth else "")
     if _inherited(run, step):
         head += f" (from `{run.fork_of.run}`)"  # type: ignore[union-attr]
         extra["inherited"] = True
@@ -247,6 +256,10 @@ def compaction_cell(run: Run, step: Step) -> dict[str, Any]:
     return cell
 
 
+def _longest_backtick_run(text: str) -> int:
+    return max((len(m) for m in re.findall(r"`+", text)), default=0)
+
+
 def _step_record(step: Step, keep_outputs: bool) -> dict[str, Any]:
     rec = step.to_dict()
     rec.pop("outputs")
@@ -268,7 +281,7 @@ def step_cell(run: Run, step: Step) -> dict[str, Any]:
     extra: dict[str, Any] = {"inherited": True} if _inherited(run, step) else {}
     meta = _meta("step", run, step=step.n, status=step.status,
                  record=_step_record(step, keep_outputs=False), **extra)
-    if extra:
+    if extra or run.depth:  # inherited by a branch, or a sub-RLM's step under its parent's
         meta["jupyter"] = dict(_COLLAPSED)
     cell = new_code_cell(source, metadata=meta)
     cell["id"] = cell_id(run.run_id, f"s{step.n}")
@@ -376,13 +389,17 @@ def final_cell(run: Run) -> dict[str, Any]:
         shown, cut = answer_preview(run.answer)
         note = (f"\n\n*(the answer is {len(run.answer):,} characters; this cell's metadata "
                 "holds it whole)*") if cut else ""
-        text = (f"**Final answer** (run `{run.run_id}`{branch}):\n\n{_quote_block(shown)}"
-                f"{note}")
+        title = (f"**Best-effort answer** (run `{run.run_id}`{branch}; {run.stop_reason})"
+                 if run.best_effort else f"**Final answer** (run `{run.run_id}`{branch})")
+        text = f"{title}:\n\n{_quote_block(shown)}{note}"
     else:
         text = (f"**Run `{run.run_id}`{branch} ended without an answer** ({run.status}): "
                 f"{run.stop_reason}")
+    if run.builds_on:
+        text += f"\n\n*Built on the earlier run(s) {', '.join(f'`{r}`' for r in run.builds_on)}.*"
     cell = new_markdown_cell(text, metadata=_meta("final", run, answer=run.answer,
                                                   status=run.status, reason=run.stop_reason,
+                                                  best_effort=run.best_effort,
                                                   usage=run.usage.to_dict()))
     # One id per ending: a run continued after a FINAL ends again with a new final cell.
     cell["id"] = cell_id(run.run_id, f"final{len(run.steps)}")
@@ -393,32 +410,39 @@ def _quote_block(text: str | None) -> str:
     return "\n".join("> " + line for line in (text or "").splitlines() or [""])
 
 
-def child_run_cells(child: Run, runs: dict[str, Run]) -> list[dict[str, Any]]:
-    """A recursive sub-RLM, rendered read-only (it ran in its own namespace, not the kernel's)."""
+def child_head_cell(child: Run) -> dict[str, Any]:
+    """The head of a sub-RLM's group of cells: its query and record (header)."""
     head = new_markdown_cell(
-        f"**Sub-RLM** `{child.run_id}` (depth {child.depth}): {child.query}",
+        f"**Sub-RLM** `{child.run_id}` (depth {child.depth}, step {child.parent_step} of "
+        f"`{child.parent}`, model `{child.model}`): {preview(child.query, 300)}",
         metadata=_meta("query", child, header={k: v for k, v in child.to_dict().items()
                                                if k not in ("steps", "subcalls")}),
     )
     head["id"] = cell_id(child.run_id, "q")
-    cells: list[dict[str, Any]] = [head]
-    for step in child.steps:
-        body = f"**Step {step.n}** (depth {child.depth})\n\n{step.thought}"
-        if step.code:
-            body += f"\n\n```python\n{step.code}\n```"
-        if step.output_text:
-            body += f"\n\n```text\n{truncate(step.output_text, 2000)}\n```"
-        # Markdown cells keep no outputs: the record must hold what the model was shown.
-        record = {**_step_record(step, keep_outputs=False), "code": step.code,
-                  "output_text": step.output_text}
-        record.pop("output_from_outputs", None)
-        c = new_markdown_cell(body, metadata=_meta("step", child, step=step.n, status=step.status,
-                                                   record=record))
-        c["id"] = cell_id(child.run_id, f"s{step.n}")
-        cells.append(c)
-        cells += [llm_cell(child, call) for call in child.subcalls.values() if call.step == step.n]
-        cells += _children_of(child, step.n, runs)
-    cells.append(final_cell(child))
+    return head
+
+
+def child_run_cells(child: Run, runs: dict[str, Run]) -> list[dict[str, Any]]:
+    """A sub-RLM's cells, grouped under its parent's step: a head, then per step a thought cell
+    and a real (collapsed) step cell with its outputs, its sub-calls and children, and its final
+    cell, the same cells the kernel inserts live as the child runs."""
+    return [child_head_cell(child), *_step_cells(child, runs)]
+
+
+def _step_cells(run: Run, runs: dict[str, Run]) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = []
+    for step in run.steps:
+        has_code = step.code is not None
+        if step.compaction:
+            cells.append(compaction_cell(run, step))
+        if has_thought_cell(step):
+            cells.append(thought_cell(run, step, record=not has_code))
+        if has_code:
+            cells.append(step_cell(run, step))
+        cells += [llm_cell(run, c) for c in run.subcalls.values() if c.step == step.n]
+        cells += _children_of(run, step.n, runs)
+    if run.status.ended:
+        cells.append(final_cell(run))
     return cells
 
 
@@ -439,19 +463,7 @@ def run_cells(run: Run, runs: dict[str, Run] | None = None, query_source_text: s
     if run.superseded_by:
         cells.append(earlier_version_cell(run, runs.get(run.superseded_by) or Run(
             run_id=run.superseded_by, query=run.query)))
-    for step in run.steps:
-        has_code = step.code is not None
-        if step.compaction:
-            cells.append(compaction_cell(run, step))
-        if has_thought_cell(step):
-            cells.append(thought_cell(run, step, record=not has_code))
-        if has_code:
-            cells.append(step_cell(run, step))
-        cells += [llm_cell(run, c) for c in run.subcalls.values() if c.step == step.n]
-        cells += _children_of(run, step.n, runs)
-    if run.status.ended:
-        cells.append(final_cell(run))
-    return cells
+    return cells + _step_cells(run, runs)
 
 
 def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
@@ -569,6 +581,7 @@ def runs_from_notebook(nb: Any) -> dict[str, Run]:
             run.answer = meta.get("answer")
             run.status = RunState(meta.get("status", run.status))
             run.stop_reason = meta.get("reason")
+            run.best_effort = bool(meta.get("best_effort"))
     return runs
 
 

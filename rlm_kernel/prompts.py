@@ -22,6 +22,9 @@ __all__ = [
     "cut_reply_note",
     "elided_output",
     "instructions_as_user",
+    "best_effort_message",
+    "RLM_QUERY_TASK",
+    "TOOL_MODE_NOTE",
     "QUERY_RE_TAG",
 ]
 
@@ -43,10 +46,14 @@ answers in the order of `prompts`. Prefer it to a loop of `llm` calls. `prompts`
 each prompt is then built only as its call starts (use one when the prompts add up to a huge size). \
 If some calls fail it raises `LLMBatchError`; its `.results` holds the answers (None where a call failed).
 - `rlm(query, context=None) -> str`: a recursive RLM on a sub-context (depth-limited).
+- `rlm_batch(queries, contexts=None) -> list[str]`: several sub-RLMs at once, run in parallel \
+(`contexts[i]` is the context of `queries[i]`; None: each gets `context`).
+- The reference runtime's names work too: `llm_query`, `llm_query_batched`, `rlm_query(prompt)` and \
+`rlm_query_batched(prompts)` (a sub-RLM whose context is the prompt), and the `answer` dict.
 - `SHOW_VARS()`: list the variables you have made.
 - `FINAL(answer)`: end the run with `answer`. `FINAL_VAR(name)`: end the run with the value of the \
-REPL variable called `name` (a string).
-Variables persist between blocks. Do not rebind `context`, `llm` or the other names above.
+REPL variable called `name` (a string). (Or set `answer["content"]` and `answer["ready"] = True`.)
+{tools}Variables persist between blocks. Do not rebind `context`, `llm` or the other names above.
 
 Work in small steps: look at the shape of the context (its start, its separators, its size), narrow \
 down with code (slicing, `re`, splitting), hand semantic work on chunks to `llm_batch`, and aggregate \
@@ -70,6 +77,17 @@ image only when you pass it: `llm(prompt, images=[img, ...])` sends the images w
 shows its size and hash, never its pixels: look at images through sub-calls.
 """
 
+TOOL_MODE_NOTE = (
+    "\nIn this run you run code by calling the `repl` tool (its `code` argument) instead of "
+    "writing ```repl blocks, and you finish by calling the `final` tool (`answer`, or `variable`: "
+    "the name of a REPL variable holding the answer).\n"
+)
+
+#: The query of a sub-RLM started by ``rlm_query(prompt)``: as in the reference runtime, the
+#: prompt is the child's context, and the child reads its task there.
+RLM_QUERY_TASK = ("The task and its data are both in `context`: a prompt handed down by the "
+                  "parent RLM. Read its start to learn the task, then do it.")
+
 
 SANDBOX_NOTE = (
     "\nThe REPL runs in a sandbox, and so does every program your code starts. Your code can read "
@@ -82,30 +100,51 @@ SANDBOX_NOTE = (
 
 def system_prompt(context: ContextInfo, sub_window: int = 100_000,
                   subcalls_enabled: bool = True, image_max_edge: int = 0,
-                  sandboxed: bool = False) -> str:
-    """The system prompt for one run: it names the context's type and size, never its content.
+                  sandboxed: bool = False, *, tools: str = "", mode: str = "fences") -> str:
+    """The system prompt for one run: it names the context's type and size, never its content;
+    ``tools``: the custom tools' section; ``mode``: how code is written (fences or tools).
 
-    Only a context that holds images adds :data:`IMAGES_NOTE`, and only a run of the sandboxed
-    kernel :data:`SANDBOX_NOTE` (a recorded setting, so a replay anywhere rebuilds it): any other
-    prompt stays byte-identical, so recorded runs replay and a provider's prefix cache keeps
-    hitting.
+    Only a context that holds images adds :data:`IMAGES_NOTE`, only tool mode
+    :data:`TOOL_MODE_NOTE`, and only a run of the sandboxed kernel :data:`SANDBOX_NOTE` (a
+    recorded setting, so a replay anywhere rebuilds it): any other prompt stays byte-identical,
+    so recorded runs replay and a provider's prefix cache keeps hitting.
     """
-    text = SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window)
+    text = SYSTEM_PROMPT.format(context_summary=context.summary(), sub_window=sub_window,
+                                tools=tools.lstrip("\n"))
     if context.images and subcalls_enabled:
         size = (f"each sized down to at most {image_max_edge} pixels a side first"
                 if image_max_edge > 0 else "as they are, not sized down")
         text += IMAGES_NOTE.format(image_size=size)
+    if mode in ("tools", "auto"):
+        text += TOOL_MODE_NOTE
     if not subcalls_enabled:
         text += SUBCALLS_DISABLED_NOTE
     return text + SANDBOX_NOTE if sandboxed else text
 
 
-def first_user_message(query: str, context: ContextInfo, max_steps: int) -> str:
+def first_user_message(query: str, context: ContextInfo, max_steps: int,
+                       previous: list[tuple[str, str, str | None]] | None = None) -> str:
+    """``previous``: (run id, query, answer) of the earlier runs a persistent query builds on."""
     info = context.summary() + (f"\n{context.images}" if context.images else "")
+    earlier = ""
+    if previous:
+        lines = "\n".join(f"- run {rid}: {q!r} -> answer: {a!r}" for rid, q, a in previous)
+        earlier = (f"<previous_runs>\n{lines}\n</previous_runs>\n"
+                   "This query builds on those runs: their variables are still in the REPL "
+                   "(SHOW_VARS() lists them).\n")
     return (
         f"<context_info>\n{info}\n</context_info>\n"
-        f"<query>\n{query}\n</query>\n"
+        f"{earlier}<query>\n{query}\n</query>\n"
         f"You have at most {max_steps} steps. Start by looking at the context with a ```repl block."
+    )
+
+
+def best_effort_message(reason: str) -> str:
+    """Sent once when a budget ended the run without an answer: answer now, from what you have."""
+    return (
+        f"<best_effort>The run's budget is spent ({reason}); no more code will run. Give your "
+        "best answer to the query now from what you have found so far, as FINAL(answer) on a "
+        "line of its own; if you are unsure, say so in the answer.</best_effort>"
     )
 
 

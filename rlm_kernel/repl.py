@@ -1,7 +1,9 @@
 """The names a run injects into a REPL namespace, and the state they share with the engine.
 
 ``context``, ``llm``, ``llm_batch`` (aliases ``llm_query``, ``llm_query_batched``), ``rlm``,
-``FINAL``, ``FINAL_VAR`` and ``SHOW_VARS``. They are protected: if model code deletes or rebinds one,
+``rlm_batch`` (alias ``rlm_query_batched`` with the reference runtime's meaning, like
+``rlm_query``), ``FINAL``, ``FINAL_VAR``, ``SHOW_VARS``, the custom tools, and the ``answer`` dict
+(:mod:`~rlm_kernel.answer_dict`, not protected: models and humans use the name too). They are protected: if model code deletes or rebinds one,
 :meth:`Repl.restore` puts it back after the step and the model is told.
 
 ``llm_batch`` semantics: every prompt is sent at once (bounded by the client's concurrency limit),
@@ -28,16 +30,26 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
+from .answer_dict import AnswerDict, bind_answer, release_answer, submitted
 from .budgets import Budget
 from .config import RLMConfig, redact
-from .errors import BudgetExceeded, LLMBatchError, ModelCallError, ReplayMissError, RunStopped
+from .custom_tools import Tool
+from .errors import (
+    BudgetExceeded,
+    LLMBatchError,
+    ModelCallError,
+    ReplayMissError,
+    RLMError,
+    RunStopped,
+)
 from .image_store import ImageStore
 from .lm import Completion, LMClient
 from .media import images_in
 from .observer import RunObserver
 from .outputs import clean_text
 from .prompt_store import PromptStore
-from .prompts import final_var_missing_message
+from .prompts import RLM_QUERY_TASK, final_var_missing_message
+from .reasoning import split_reasoning
 from .states import CallState
 from .subprompt import SubPrompt, as_subprompt
 from .trajectory import Run, SubCall, new_id, preview, sha256_text
@@ -45,12 +57,14 @@ from .trajectory import Run, SubCall, new_id, preview, sha256_text
 __all__ = ["Repl", "PROTECTED_NAMES"]
 
 PROTECTED_NAMES = (
-    "context", "llm", "llm_batch", "llm_query", "llm_query_batched", "rlm", "FINAL", "FINAL_VAR",
-    "SHOW_VARS",
+    "context", "llm", "llm_batch", "llm_query", "llm_query_batched", "rlm", "rlm_batch",
+    "rlm_query", "rlm_query_batched", "FINAL", "FINAL_VAR", "SHOW_VARS",
 )
-_HIDDEN_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_HIDDEN_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open", "answer"}
 
-ChildRunner = Callable[[str, Any, int], str]
+#: Runs sub-RLMs (query, context) at a depth with an optional model, all at once; returns each
+#: one's answer or the exception it ended with, in order.
+ChildRunner = Callable[[list[tuple[str, Any]], int, "str | None"], list["str | BaseException"]]
 
 
 class Repl:
@@ -75,6 +89,7 @@ class Repl:
         child_runner: ChildRunner | None = None,
         prompt_store: PromptStore | None = None,
         image_store: ImageStore | None = None,
+        tools: dict[str, Tool] | None = None,
     ) -> None:
         self.ns = namespace
         self.client = client
@@ -104,11 +119,17 @@ class Repl:
             "llm_query": self.llm,
             "llm_query_batched": self.llm_batch,
             "rlm": self.rlm,
+            "rlm_batch": self.rlm_batch,
+            "rlm_query": self.rlm_query,
+            "rlm_query_batched": self.rlm_query_batched,
             "FINAL": self.FINAL,
             "FINAL_VAR": self.FINAL_VAR,
             "SHOW_VARS": self.SHOW_VARS,
+            **{name: tool.value for name, tool in (tools or {}).items()},
         }
         namespace.update(self.bound)
+        # The rlms convention's answer dict: a run's own, fresh (the session REPL has none).
+        self.answer: AnswerDict | None = bind_answer(namespace) if run.run_id != "session" else None
 
     # -- protection ----------------------------------------------------------------------------
     def restore(self) -> list[str]:
@@ -212,12 +233,25 @@ class Repl:
         self._sent.pop(call.call_id, None)
         self.observer.subcall_finished(self.run, call)
 
+    @property
+    def sub_model(self) -> str:
+        """The model of this run's sub-calls (``models``: the entry of depth+1)."""
+        return self.config.model_at(self.depth + 1)
+
+    def submitted(self) -> str | None:
+        """The answer dict's content once ``answer["ready"]`` is set (rlms's way to finish)."""
+        return submitted(self.ns, self.answer)
+
+    def release(self) -> None:
+        """The run's drive ended: ``answer`` gets back what it held before (unless rebound)."""
+        release_answer(self.ns, self.answer)
+
     def llm(self, prompt: Any, *, images: Any = None, model: str | None = None) -> str:
         """Ask a sub-model, with ``images`` (PIL images, image bytes, paths...) if given; blocks
         this cell only (the kernel keeps serving its channels)."""
         sp = self._subprompt(prompt, images)
         self._check_budgets(1)
-        model = model or self.config.subcall_model
+        model = model or self.sub_model
         call = self._new_call(sp, model)
         self.observer.subcall_started(self.run, call)
         try:
@@ -236,7 +270,7 @@ class Repl:
             self._finish(call, RunStopped("interrupted"))
             raise
         self._finish(call, result)
-        return result.text
+        return _visible(result.text)
 
     def llm_batch(self, prompts: Any, *, model: str | None = None) -> list[str]:
         """Ask a sub-model about every prompt at once; answers in prompt order.
@@ -250,12 +284,12 @@ class Repl:
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
             raise TypeError("llm_batch expects a list of prompts; for one prompt use llm(prompt)")
         if not isinstance(prompts, Sized):
-            return self._answers(self._stream(iter(prompts), model or self.config.subcall_model))
+            return self._answers(self._stream(iter(prompts), model or self.sub_model))
         sps = [self._subprompt(p, where=f"llm_batch prompt {i}") for i, p in enumerate(prompts)]
         if not sps:
             return []
         self._check_budgets(len(sps))
-        model = model or self.config.subcall_model
+        model = model or self.sub_model
         batch_id = self.next_id("b")
         calls = [self._new_call(sp, model, batch_id, i) for i, sp in enumerate(sps)]
 
@@ -348,7 +382,7 @@ class Repl:
         errors: dict[int, str] = {}
         for i, res in enumerate(results):
             if isinstance(res, Completion):
-                answers.append(res.text)
+                answers.append(_visible(res.text))
             else:
                 if isinstance(res, (RunStopped, BudgetExceeded)):
                     raise res
@@ -359,15 +393,72 @@ class Repl:
         return [a for a in answers if a is not None]
 
     # -- recursion -----------------------------------------------------------------------------
-    def rlm(self, query: str, context: Any = None) -> str:
+    def rlm(self, query: str, context: Any = None, *, model: str | None = None) -> str:
         """A sub-RLM over ``context`` at depth+1; at the depth limit, a plain ``llm`` call (sent
         the context's images too, since its text shows only their sizes and hashes)."""
+        return self.rlm_batch([query], [context], model=model)[0]
+
+    def rlm_batch(self, queries: Any, contexts: Any = None, *,
+                  model: str | None = None) -> list[str]:
+        """Sub-RLMs at depth+1, all at once (at most ``concurrency`` running, sharing the run's
+        budgets and the client's limits); answers in the order of ``queries``. ``contexts[i]``
+        is the context of ``queries[i]``; None gives each this run's ``context``. At the depth
+        limit each becomes a plain ``llm`` call. If some fail, ``LLMBatchError`` carries the
+        others' answers (``.results``) and the failures (``.errors``)."""
         self._check_enabled()
+        if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
+            raise TypeError("rlm_batch expects a list of queries; for one query use rlm(query)")
+        qs = [_as_prompt(q) for q in queries]
+        if contexts is None:
+            ctxs: list[Any] = [self.bound["context"]] * len(qs)
+        else:
+            ctxs = list(contexts)
+            if len(ctxs) != len(qs):
+                raise ValueError(f"rlm_batch got {len(qs)} queries but {len(ctxs)} contexts")
+        if not qs:
+            return []
         if self.depth + 1 > self.config.max_depth or self.child_runner is None:
-            prompt = query if context is None else f"{query}\n\n{context}"
-            return self.llm(prompt, images=images_in(context) or None)
+            prompts: list[Any] = []
+            for q, c in zip(qs, ctxs, strict=True):
+                text = q if c is None else f"{q}\n\n{c}"
+                images = images_in(c) if c is not None else None
+                prompts.append((text, images) if images else text)
+            return self.llm_batch(prompts, model=model)
         self.budget.check_all()
-        return self.child_runner(str(query), context, self.depth + 1)
+        results = self.child_runner(list(zip(qs, ctxs, strict=True)), self.depth + 1, model)
+        return self._child_answers(results)
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> str:
+        """The reference runtime's ``rlm_query``: a sub-RLM whose context is ``prompt`` (it reads
+        its task there); at the depth limit, ``llm(prompt)``."""
+        return self.rlm_query_batched([prompt], model)[0]
+
+    def rlm_query_batched(self, prompts: Any, model: str | None = None) -> list[str]:
+        """The reference runtime's ``rlm_query_batched``: :meth:`rlm_query` for each prompt, all
+        at once (:meth:`rlm_batch`)."""
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
+            raise TypeError("rlm_query_batched expects a list of prompts; for one use rlm_query")
+        texts = [_as_prompt(p) for p in prompts]
+        if self.depth + 1 > self.config.max_depth or self.child_runner is None:
+            return self.llm_batch(texts, model=model) if texts else []
+        return self.rlm_batch([RLM_QUERY_TASK] * len(texts), texts, model=model)
+
+    def _child_answers(self, results: list[str | BaseException]) -> list[str]:
+        answers: list[str | None] = []
+        errors: dict[int, str] = {}
+        for i, res in enumerate(results):
+            if isinstance(res, BaseException):
+                if isinstance(res, (RunStopped, BudgetExceeded, KeyboardInterrupt)):
+                    raise res
+                answers.append(None)
+                errors[i] = str(res)
+            else:
+                answers.append(res)
+        if errors:
+            if len(results) == 1:
+                raise RLMError(errors[0])
+            raise LLMBatchError(answers, errors)
+        return [a for a in answers if a is not None]
 
     # -- finishing -----------------------------------------------------------------------------
     def FINAL(self, answer: Any) -> None:  # noqa: N802 - the name the paper and models use
@@ -416,6 +507,19 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+def _as_prompt(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, bytes):
+        return prompt.decode("utf-8", "replace")
+    return str(prompt)
+
+
+def _visible(text: str) -> str:
+    """A sub-call's answer without its reasoning (``<think>`` blocks, reasoning_content)."""
+    return split_reasoning(text)[1]
 
 
 def _outcome(fut: concurrent.futures.Future[Completion]) -> Completion | BaseException:

@@ -233,6 +233,9 @@ class Step:
     finish_reason: str | None = None  # the server's; "length": cut at root_max_tokens
     streamed: bool = False  # its prose was shown live (so its thought cell exists)
     compaction: str | None = None  # what was elided from the model's view before this turn
+    model: str = ""  # the model that wrote the reply
+    reasoning: str = ""  # the reply's reasoning (<think>, reasoning_content): shown, never run
+    best_effort: bool = False  # the one answer asked for after a budget ended the run
 
     def __post_init__(self) -> None:
         self.status = StepState(self.status)
@@ -319,6 +322,8 @@ class Run:
     resumed_at: float | None = None  # when the current running stretch began
     settings: dict[str, Any] = field(default_factory=dict)  # non-secret budgets and options
     children: list[str] = field(default_factory=list)
+    best_effort: bool = False  # the answer was asked for after a budget ran out
+    builds_on: list[str] = field(default_factory=list)  # earlier runs of a persistent session
     fork_of: ForkOf | None = None  # set on a branch: which run and step it forked from
     branch: str = ""  # a branch's label, shown in its cells and in comparisons
     superseded_by: str | None = None  # a later run of the same query cell replaced this one
@@ -397,6 +402,7 @@ class Run:
             "settings": dict(self.settings), "children": list(self.children),
             "fork_of": self.fork_of.to_dict() if self.fork_of is not None else None,
             "branch": self.branch, "superseded_by": self.superseded_by,
+            "best_effort": self.best_effort, "builds_on": list(self.builds_on),
             **({"elided_through": self.elided_through} if self.elided_through else {}),
         }
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from .notebook import runs_from_notebook
 from .parsing import parse_reply
+from .tool_mode import reply_parts
 
 __all__ = ["TrustReport", "review", "sign", "is_signed"]
 
@@ -97,7 +98,9 @@ def review(nb: Any, path: str) -> TrustReport:
         for step in run.steps:
             if not step.reply:
                 continue
-            runs_code = (parse_reply(step.reply).code or "").strip()
+            # Reasoning never runs and tool calls run as their code: read the reply as the
+            # engine does.
+            runs_code = (parse_reply(reply_parts(step.reply)[1]).code or "").strip()
             shown = (step.code or "").strip()
             report.code.append((run.run_id, step.n, runs_code or "(no code)"))
             if not step.edited and runs_code != shown:

@@ -29,6 +29,7 @@ CHANGED = {
     "call_timeout": 7.0, "fast_transport": False, "temperature": 0.5, "root_max_tokens": 99,
     "sub_max_tokens": 77, "stream": False,
     "prices": {"m": {"prompt": 1.0}}, "cache": False, "scripted_latency": 0.01,
+    "reasoning_effort": "high", "reasoning_model": "yes", "mode": "tools",
 }
 
 

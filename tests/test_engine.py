@@ -134,7 +134,7 @@ def test_a_five_megabyte_print_reaches_the_model_bounded(rlm_inproc) -> None:
 
 
 def test_max_steps_stops_a_model_that_never_finishes(rlm_inproc) -> None:
-    rlm = rlm_inproc(NEVER_DONE, max_steps=3)
+    rlm = rlm_inproc(NEVER_DONE, max_steps=3, best_effort=False)
     res = rlm.run("q", "ctx")
     assert not res.ok and res.status == "stopped" and res.answer is None
     assert res.stop_reason == "step budget exhausted: 3 steps without FINAL (max_steps=3)"
@@ -145,7 +145,8 @@ def test_max_steps_stops_a_model_that_never_finishes(rlm_inproc) -> None:
 def test_max_subcalls_ends_the_run_even_if_the_code_swallows_it(rlm_inproc) -> None:
     code = ("try:\n    llm_batch(['a', 'b', 'c'])\nexcept Exception as exc:\n"
             "    print('caught', type(exc).__name__)")
-    rlm = rlm_inproc([repl_block(code), "FINAL(should not get here)"], max_subcalls=2)
+    rlm = rlm_inproc([repl_block(code), "FINAL(should not get here)"], max_subcalls=2,
+                     best_effort=False)
     res = rlm.run("q", "ctx")
     assert res.status == "stopped" and res.answer is None
     assert res.stop_reason.startswith("sub-call budget exhausted") and "max_subcalls=2" in res.stop_reason
@@ -190,6 +191,7 @@ def test_max_wall_time_cuts_a_slow_model_call(rlm_inproc) -> None:
 
 def test_max_wall_time_also_bounds_a_running_step(rlm_inproc) -> None:
     rlm = rlm_inproc([repl_block("while True:\n    pass"), "FINAL(late)"], max_wall_time=0.5,
+                     best_effort=False,
                      step_timeout=3.0)
     started = time.monotonic()
     res = rlm.run("q", "ctx")

@@ -172,3 +172,14 @@ def test_client_settings_are_flags_of_eval_too(tmp_path: Path) -> None:
             run.settings["stream"]) == (7.0, 99, False)
     assert main(["--task", "sniah", "--n", "1", "--length", "2000", "--out", str(tmp_path),
                  "--system-role", "assistant"]) == 2
+def test_best_effort_answers_are_scored_and_counted_apart(tmp_path: Path) -> None:
+    """Two steps are too few for the needle strategy (peek, regex, FINAL): the model is asked
+    once for its best answer, which is right, scored, and counted apart from FINAL answers."""
+    code, res = run_cli(tmp_path, "--task", "sniah", "--n", "2", "--length", "4000",
+                        "--seed", "3", "--max-steps", "2")
+    assert code == 0
+    assert [row["best_effort"] for row in res["tasks"]] == [True, True]
+    assert all(row["score"] == 1.0 and row["status"] == "final" for row in res["tasks"])
+    assert res["summary"]["final"] == 0 and res["summary"]["best_effort"] == 2
+    table = (tmp_path / "results.md").read_text("utf-8")
+    assert "final (best-effort)" in table and "0/2 final, 2 best-effort (score 1.000)" in table

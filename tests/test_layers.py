@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rlm_kernel"
 #: docs/architecture.md, "Layers": top-level module or subpackage of rlm_kernel -> its layer.
 LAYERS = {
     **dict.fromkeys(["errors", "states", "trajectory", "outputs", "parsing", "prompt_store",
-                     "kernelspec", "tasks", "media", "image_store", "subprompt", "loaders"], 0),
+                     "kernelspec", "tasks", "media", "image_store", "subprompt", "loaders",
+                     "reasoning", "answer_dict", "custom_tools"], 0),
     **dict.fromkeys(["config", "prompts", "cells", "notebook", "observer", "trust", "forking",
-                     "compare"], 1),
+                     "compare", "tool_mode"], 1),
     "lm": 2,
     "scripted": 3,
     **dict.fromkeys(["connect", "repl", "executor", "engine", "mirror", "budgets", "sandbox"], 4),
-    "api": 5,
+    **dict.fromkeys(["api", "importers"], 5),
     **dict.fromkeys(["kernel", "headless", "install"], 6),
     **dict.fromkeys(["evals", "cli", "__main__"], 7),
 }

@@ -268,7 +268,8 @@ def test_rlm_at_the_depth_limit_is_a_plain_llm_call(scripted_server, make_repl) 
     srv = scripted_server()
     children: list[tuple[str, Any, int]] = []
     repl, ns = make_repl(srv, max_depth=1, depth=1,
-                         child_runner=lambda q, c, d: children.append((q, c, d)) or "child")
+                         child_runner=lambda specs, d, m: [children.append((q, c, d)) or "child"
+                                                           for q, c in specs])
     assert ns["rlm"]("What is in here?", context="some text") == SUB_FALLBACK_ANSWER
     assert children == []
     (call,) = repl.run.subcalls.values()
@@ -280,7 +281,8 @@ def test_rlm_below_the_limit_starts_a_child(scripted_server, make_repl) -> None:
     srv = scripted_server()
     children: list[tuple[str, Any, int]] = []
     repl, ns = make_repl(srv, max_depth=2, depth=1,
-                         child_runner=lambda q, c, d: children.append((q, c, d)) or "child answer")
+                         child_runner=lambda specs, d, m: [
+                             children.append((q, c, d)) or "child answer" for q, c in specs])
     assert ns["rlm"]("sub question", context=[1, 2]) == "child answer"
     assert children == [("sub question", [1, 2], 2)]
     assert srv.model.stats.requests == 0

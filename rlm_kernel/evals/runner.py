@@ -170,6 +170,7 @@ class TaskResult:
     subcalls: int = 0
     wall_s: float = 0.0
     context_tokens: int = 0
+    best_effort: bool = False  # answered only when asked after a budget ran out (scored)
 
     @property
     def total_tokens(self) -> int:
@@ -204,7 +205,9 @@ class EvalReport:
             "completion_tokens_mean": mean([float(r.completion_tokens) for r in rows]),
             "subcalls_mean": mean(subcalls), "subcalls_p95": p95(subcalls),
             "wall_mean_s": mean(wall), "wall_p95_s": p95(wall),
-            "final": sum(r.status == "final" for r in rows),
+            "final": sum(r.status == "final" and not r.best_effort for r in rows),
+            "best_effort": sum(r.status == "final" and r.best_effort for r in rows),
+            "best_effort_score_mean": mean([r.score for r in rows if r.best_effort]),
         }
 
     def cost_note(self) -> str:
@@ -258,7 +261,8 @@ class EvalReport:
             "|---|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for r in self.rows:
-            status = r.status if not r.note else f"{r.status}: {r.note}"
+            status = "final (best-effort)" if r.status == "final" and r.best_effort else r.status
+            status = status if not r.note else f"{status}: {r.note}"
             lines.append(
                 f"| {r.task_id} | {r.score:.3f} | {r.cost_usd:.4f} | {r.prompt_tokens:,} | "
                 f"{r.completion_tokens:,} | {r.subcalls} | {r.wall_s:.2f} | {_cell(status, 90)} | "
@@ -267,7 +271,9 @@ class EvalReport:
         lines += [
             f"| **mean** (n={sm['n']}) | **{sm['score_mean']:.3f}** | {sm['cost_mean_usd']:.4f} | "
             f"{sm['prompt_tokens_mean']:,.0f} | {sm['completion_tokens_mean']:,.0f} | "
-            f"{sm['subcalls_mean']:.1f} | {sm['wall_mean_s']:.2f} | {sm['final']}/{sm['n']} final | |",
+            f"{sm['subcalls_mean']:.1f} | {sm['wall_mean_s']:.2f} | {sm['final']}/{sm['n']} final"
+            + (f", {sm['best_effort']} best-effort (score {sm['best_effort_score_mean']:.3f})"
+               if sm["best_effort"] else "") + " | |",
             f"| **p95** | | {sm['cost_p95_usd']:.4f} | {sm['tokens_p95']:,.0f} (in+out) | | "
             f"{sm['subcalls_p95']:.0f} | {sm['wall_p95_s']:.2f} | | |",
         ]
@@ -311,7 +317,7 @@ def _run_library(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, P
         result.save(str(notebook))
     u = result.usage
     return _row(task, s, notebook, score=score(task, result.answer), status=result.status,
-                answer=result.answer,
+                answer=result.answer, best_effort=result.run.best_effort,
                 note=(result.stop_reason or "") if result.status != "final" else "", cost_usd=u.cost_usd, prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens, cached_tokens=u.cached_tokens,
                 requests=u.requests, subcalls=result.subcalls, wall_s=wall)
@@ -403,7 +409,9 @@ def _run_kernel(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Pa
     if status != "final" and not note:
         note = str(final.get("reason") or finish.get("reason")
                    or "the run ended without a result")
+    best_effort = bool(final.get("best_effort") or finish.get("best_effort"))
     return _row(task, s, notebook, score=score(task, answer), status=status, answer=answer,
+                best_effort=best_effort,
                 note=note, cost_usd=usage["cost_usd"], prompt_tokens=int(usage["prompt_tokens"]),
                 completion_tokens=int(usage["completion_tokens"]),
                 cached_tokens=int(usage["cached_tokens"]), requests=int(usage["requests"]),

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from .. import cells
 from ..budgets import Budget
 from ..config import RLMConfig, redact_json, setting_flags
-from ..engine import Controller, Engine
+from ..custom_tools import Tool
+from ..engine import Controller, Engine, Script
 from ..errors import ConfigError, RLMError
+from ..executor import InProcessExecutor
 from ..forking import default_label, fork_of, fork_point, segments
 from ..image_store import ImageStore
 from ..lm import LMClient
@@ -86,6 +89,10 @@ class RunDriver:
         self.prompts = PromptStore(lambda: self.config.keep_prompt_chars)
         self.images = ImageStore(lambda: self.config.keep_image_bytes)
         self.controller: Controller | None = None
+        #: Custom tools offered to every run of this session (``%rlm tool NAME``).
+        self.tools: dict[str, Tool] = {}
+        #: Replay by recorded order (imported runs): run id -> its tree's recorded replies.
+        self.scripts: dict[str, Script] = {}
         session_run = Run(run_id="session", query="(cells typed by a human)", depth=0)
         self.session_repl = Repl(
             shell.user_ns, context=shell.user_ns.get("context"),
@@ -157,6 +164,8 @@ class RunDriver:
         run = Run(run_id=run_id or new_id("r"), query=query, model=cfg.root_model,
                   sub_model=cfg.subcall_model, context=ContextInfo.describe(context, source_tag),
                   settings=cfg.settings())
+        if cfg.persistent:  # it builds on the session's earlier (ended) root runs
+            run.builds_on = [r for r in self.registry.roots if self.registry.runs[r].status.ended]
         place = RunPlace(cell_id, cell_id or f"{run.run_id}-q", source, cfg, context=context)
         if fork is not None:
             run.fork_of, run.branch = fork.fork_of, fork.label
@@ -262,9 +271,11 @@ class RunDriver:
                                      rec.branch, _inherited_records(rec, runs), context,
                                      rec.context.source)
                     source = fork_source(replace(rec, fork_of=fork.fork_of))
+                run_id = rec.run_id if live else new_id("r")
+                if by_step_order(rec):  # an imported run: its replies in recorded order
+                    self.scripts[run_id] = recorded_script(rec, runs)
                 outcome = await self.start(rec.query, opts, source=source, cell_id=anchor,
-                                           base=base, run_id=rec.run_id if live else None,
-                                           fork=fork)
+                                           base=base, run_id=run_id, fork=fork)
                 renamed[rec.run_id] = outcome.run.run_id
                 outcomes.append(outcome)
         finally:
@@ -419,7 +430,9 @@ class RunDriver:
                             context=place.context, observer=observer, controller=controller,
                             runs=self.registry.runs, prompt_store=self.prompts,
                             image_store=self.images, recorded=leg.recorded,
-                            recorded_only=leg is not legs[-1])
+                            recorded_only=leg is not legs[-1], tools=dict(self.tools),
+                            script=self.scripts.get(run.run_id),
+                            child_repls=place.child_repls)  # kept: children's namespaces
             place.repl = engine.repl
             await engine.arun()
             if run.status != RunState.RUNNING:
@@ -477,14 +490,24 @@ class RunDriver:
         Everything downstream of it (later steps, their sub-calls, the final answer) is marked
         stale: the run is paused, and ``%rlm continue`` goes on from here with new step numbers.
         ``cell_id``: the cell the human ran; when it is not the step's own cell (a copy), the
-        step's cell is brought up to date too, so the trajectory shows what now stands."""
+        step's cell is brought up to date too, so the trajectory shows what now stands. A sub-RLM's
+        step runs in that child's own namespace (its REPL is kept), not the kernel's; its outputs
+        are the cell's outputs."""
         place = self.registry.place_of(run)
+        body = MARKER_RE.sub("", code.lstrip(), count=1).lstrip("\n")
+        child = place.child_repls.get(run.run_id) if place and run.depth else None
+        if child is not None:
+            child.begin_step(step.n)
+            result = await InProcessExecutor(child.ns).execute(
+                body, timeout=None, run_id=run.run_id, step=step.n)
+            child.restore()
+            self._show_outputs(result.outputs)
+            return self._record_rerun(run, step, body, result, place, child, cell_id)
         repl = place.repl if place else None
         if repl is not None:
             self.shell.user_ns.update(repl.bound)
             repl.begin_step(step.n)
             repl.active = True
-        body = MARKER_RE.sub("", code.lstrip(), count=1).lstrip("\n")
         try:
             result = await self.executor.execute(code, timeout=None, run_id=run.run_id,
                                                  step=step.n, passthrough=True)
@@ -493,6 +516,20 @@ class RunDriver:
                 repl.active = False
                 repl.restore()
                 self._rebind_session()
+        return self._record_rerun(run, step, body, result, place, repl, cell_id)
+
+    def _show_outputs(self, outputs: list[dict[str, Any]]) -> None:
+        """A child step's outputs, shown in the cell the human ran (as ``run_cell`` would)."""
+        for out in outputs:
+            if out.get("output_type") == "stream":
+                stream = sys.stdout if out.get("name") == "stdout" else sys.stderr
+                stream.write(str(out.get("text", "")))
+            elif out.get("output_type") == "error":
+                sys.stderr.write("\n".join(out.get("traceback", [])) + "\n")
+
+    def _record_rerun(self, run: Run, step: Step, body: str, result: Any,
+                      place: RunPlace | None, repl: Repl | None,
+                      cell_id: str | None) -> tuple[Any, int]:
         was_proposed = step.status == StepState.PROPOSED
         old_final = final_cell(run) if run.status.ended and run.answer is not None else None
         step.edited = step.edited or body.strip() != (step.code or "").strip()
@@ -602,6 +639,29 @@ def _inherited_records(branch: Run, runs: dict[str, Run]) -> list[Step]:
     out = {s.n: s for s in (parent.steps if parent else []) if s.n <= at and s.live}
     out.update({s.n: s for s in branch.steps if s.n <= at and s.live})
     return [out[n] for n in sorted(out)]
+
+
+def by_step_order(run: Run) -> bool:
+    """An imported run (another runtime's log): replayed by recorded step order, since this
+    engine asks with its own prompts, whose cache keys differ from the recording's."""
+    imported = run.settings.get("imported")
+    return isinstance(imported, dict) and imported.get("replay") == "by-step-order"
+
+
+def recorded_script(root: Run, runs: dict[str, Run]) -> Script:
+    """The root replies of a recorded run tree, by path (``""`` for the root, ``s2r1`` for the
+    first sub-RLM of step 2, ``s2r1-s3r2`` below it): what replay by order serves."""
+    script: Script = {}
+    todo: list[tuple[Run, str]] = [(root, "")]
+    while todo:
+        run, path = todo.pop()
+        script[path] = [s.reply for s in sorted(run.steps, key=lambda s: s.n)]
+        for cid in run.children:
+            child = runs.get(cid)
+            if child is not None:
+                tail = cid[len(run.run_id) + 1:]
+                todo.append((child, f"{path}-{tail}" if path else tail))
+    return script
 
 
 _PER_RUN = frozenset(name for name, trait in RLMConfig.class_traits(config=True).items()

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .. import cells
 from ..notebook import (
-    child_run_cells,
+    child_head_cell,
     compaction_cell,
     final_cell,
     has_thought_cell,
@@ -50,7 +50,14 @@ class CellSink(Protocol):
 
 
 class CellEmitter(RunObserver):
-    """One per drive of a root run: knows where its cells go (after the query cell, in order)."""
+    """One per drive of a root run: knows where its cells go (after the query cell, in order).
+
+    Sub-RLMs (``rlm()``, ``rlm_batch()``) get live cells too, grouped under the parent step
+    that started them: a head cell, then their thought, step (collapsed), sub-call and final
+    cells. Children of one ``rlm_batch`` run at the same time, so each run keeps the id of the
+    last cell of its region (its own cells and its descendants'): a cell goes after its run's
+    region, and becomes the end of every enclosing region that ended where it was put.
+    """
 
     wants_stream = True
 
@@ -63,7 +70,7 @@ class CellEmitter(RunObserver):
         self.runs = runs
         self.anchor = anchor
         self.query_id = query_id
-        self.last_id: str = known[-1] if known else query_id
+        self.tails: dict[str, str] = {root.run_id: known[-1] if known else query_id}
         self.inserted: set[str] = set(known or ())
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -133,10 +140,29 @@ class CellEmitter(RunObserver):
         except Exception:  # noqa: BLE001 - a front-end glitch must never break the run
             pass
 
-    def _insert(self, run: Run, cell: dict[str, Any], kind: str) -> None:
+    @property
+    def last_id(self) -> str:
+        return self.tails[self.root.run_id]
+
+    def _lineage(self, run: Run) -> list[str]:
+        """``run`` and its ancestors up to the root, nearest first."""
+        out = [run.run_id]
+        while run.parent and run.parent in self.runs and len(out) < 100:
+            run = self.runs[run.parent]
+            out.append(run.run_id)
+        return out
+
+    def _insert(self, run: Run, cell: dict[str, Any], kind: str, region: Run | None = None) -> None:
+        """Put ``cell`` after the region of ``region`` (default: ``run``'s own)."""
+        owner = region or run
         with self._lock:
-            after = self.last_id
-            self.last_id = cell["id"]
+            lineage = self._lineage(owner)
+            after = next((self.tails[r] for r in lineage if r in self.tails), self.last_id)
+            for rid in lineage:
+                if self.tails.get(rid, after) == after:
+                    self.tails[rid] = cell["id"]
+            if run.run_id != owner.run_id:
+                self.tails[run.run_id] = cell["id"]
             self.inserted.add(cell["id"])
         self.emit(cells.insert_msg(run.run_id, cell, anchor=self.anchor, after=after, kind=kind))
 
@@ -150,6 +176,13 @@ class CellEmitter(RunObserver):
     def run_started(self, run: Run) -> None:
         if run.depth == 0:
             self.emit(cells.status_msg(run.run_id, cells.run_status(run, self.runs), self.anchor))
+            return
+        parent = self.runs.get(run.parent or "")
+        head = child_head_cell(run)
+        if head["id"] in self.inserted:
+            self.emit(cells.update_msg(run.run_id, head["id"], metadata=head["metadata"]))
+        elif parent is not None:
+            self._insert(run, head, "child", region=parent)
 
     def history_compacted(self, run: Run, n: int, note: str) -> None:
         if run.depth:
@@ -164,8 +197,6 @@ class CellEmitter(RunObserver):
         self._upsert(run, cell, "thought", source=cell["source"])
 
     def step_proposed(self, run: Run, step: Step) -> None:
-        if run.depth:
-            return
         if step.compaction:
             cell = compaction_cell(run, step)
             self._upsert(run, cell, "compaction", source=cell["source"])
@@ -182,8 +213,6 @@ class CellEmitter(RunObserver):
             self.flush()
 
     def step_finished(self, run: Run, step: Step) -> None:
-        if run.depth:
-            return
         if step.code is not None:
             cell = step_cell(run, step)
             self._upsert(run, cell, "step", outputs=cell["outputs"],
@@ -193,16 +222,12 @@ class CellEmitter(RunObserver):
             self._upsert(run, cell, "thought", metadata=cell["metadata"], source=cell["source"])
 
     def subcall_started(self, run: Run, call: SubCall) -> None:
-        if run.depth:
-            return
         with self._lock:
             if call.call_id in self.inserted:  # it finished first and is in already
                 return
         self._insert(run, llm_cell(run, call), "llm")
 
     def subcall_finished(self, run: Run, call: SubCall) -> None:
-        if run.depth:
-            return
         cell = llm_cell(run, call)
         with self._lock:
             known = call.call_id in self.inserted
@@ -214,9 +239,10 @@ class CellEmitter(RunObserver):
 
     def run_finished(self, run: Run) -> None:
         if run.depth:
-            # A child run ran in its own namespace: its record is inserted whole when it ends.
-            for cell in child_run_cells(run, self.runs):
-                self._insert(run, cell, "child")
+            if run.status != RunState.PAUSED:
+                self._upsert(run, final_cell(run), "final")
+            head = child_head_cell(run)  # its header (status, answer, usage) is its summary
+            self.emit(cells.update_msg(run.run_id, head["id"], metadata=head["metadata"]))
             return
         if run.status != RunState.PAUSED:
             self._insert(run, final_cell(run), "final")
@@ -225,7 +251,7 @@ class CellEmitter(RunObserver):
                                    metadata=query_cell(run, "", self.query_id)["metadata"]))
         self.emit(cells.status_msg(run.run_id, cells.run_status(run, self.runs), self.anchor))
         self.emit(cells.finish_msg(run.run_id, run.status, run.answer, run.stop_reason,
-                                   self.anchor))
+                                   self.anchor, best_effort=run.best_effort))
 
 
 def _coalesce(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:

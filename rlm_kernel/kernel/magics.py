@@ -16,11 +16,13 @@ from IPython.display import Pretty, display
 
 from .. import cells
 from ..config import RLMConfig, parse_setting
+from ..custom_tools import ToolError, tools_from, tools_prompt_section
 from ..errors import ConfigError, ModelCallError, ReplayMissError, RLMError
 from ..image_store import ImageStore
 from ..loaders import DEFAULT_DPI, load_path
 from ..media import ImageData
 from ..notebook import branch_title, image_outputs, llm_cell_source
+from ..repl import PROTECTED_NAMES
 from ..states import CallState
 from ..subprompt import SubPrompt
 from ..trajectory import Run, SubCall, new_id, preview, sha256_text
@@ -118,6 +120,9 @@ class RLMMagics(Magics):
           load PATH [--var NAME] [--dpi N]
                                    read a text file, a PDF (page images + text) or a folder of
                                    images into `context` (or NAME), noting its source
+          tool NAME [NAME ...]     offer these functions of the namespace to the model (listed in
+                                   its system prompt, callable from its code); `tool` lists them,
+                                   `tool --remove NAME` withdraws one
           continue [--run ID]      resume a run (in a cell of its own)
           step [--run ID]          run one more step, then pause (in a cell of its own)
           replay PATH.ipynb        re-run a trajectory from its recorded responses (own cell)
@@ -139,7 +144,7 @@ class RLMMagics(Magics):
         if handler is None:
             raise UsageError(
                 f"unknown %rlm subcommand {sub!r}; use one of: config, status, stop, export, load, "
-                "continue, step, replay, resume, fork, compare"
+                "tool, continue, step, replay, resume, fork, compare"
             )
         return handler(args)
 
@@ -221,6 +226,26 @@ class RLMMagics(Magics):
                                  "this kernel; name both runs")
             picked = [parent, branch]
         display(CompareView(compare(picked[0], picked[1], reg.runs, reg.runs)))
+
+    def _sub_tool(self, args: list[str]) -> None:
+        assert self.shell is not None
+        tools = self.driver.tools
+        if args[:1] == ["--remove"]:
+            for name in args[1:]:
+                tools.pop(name, None)
+        elif args:
+            missing = [n for n in args if n not in self.shell.user_ns]
+            if missing:
+                raise UsageError(f"no {missing[0]!r} in the namespace: define the function "
+                                 "first, then %rlm tool NAME")
+            try:
+                found = tools_from({n: self.shell.user_ns[n] for n in args},
+                                   reserved=PROTECTED_NAMES)
+            except ToolError as exc:
+                raise UsageError(str(exc)) from None
+            tools.update(found)
+        listed = tools_prompt_section(tools).strip() or "No custom tools (%rlm tool NAME adds one)."
+        display(Pretty(listed))
 
     def _sub_stop(self, args: list[str]) -> None:
         stopped = self.driver.stop_paused()

@@ -40,6 +40,9 @@ class RunPlace:
     # A branch's inherited steps as recorded (its parent's, or its own in a file): the drive
     # re-executes those it does not hold yet before going live.
     inherited: list[Step] = field(default_factory=list)
+    #: The REPLs of its sub-RLMs (run id -> REPL, their own namespaces): a human's re-run of a
+    #: sub-RLM's step cell runs there, not in the kernel's namespace.
+    child_repls: dict[str, Repl] = field(default_factory=dict)
 
 
 class RunRegistry:
@@ -105,6 +108,7 @@ class RunRegistry:
                 "cells": run_cells(run, self.runs, place.source, place.query_id)[1:],
                 "status": cells.run_status(run, self.runs),
                 "finished": None if rid == self.active else cells.finish_msg(
-                    rid, run.status, run.answer, run.stop_reason, place.anchor),
+                    rid, run.status, run.answer, run.stop_reason, place.anchor,
+                    best_effort=run.best_effort),
             })
         return out

@@ -41,6 +41,8 @@ from ..errors import (
 )
 from ..media import estimate_tokens, key_messages
 from ..outputs import clean_text
+from ..reasoning import is_reasoning_model, request_params
+from ..tool_mode import TOOLS, encode, tools_offered
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .http11 import Http11Transport, fast_transport_ok
@@ -76,10 +78,15 @@ def _loads(content: bytes) -> dict[str, Any]:
 def _read_completion(data: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] | None]:
     """``(text, finish reason, usage object)`` of a chat-completion body.
 
+    The text is the whole answer as one string: reasoning sent beside the content
+    (``reasoning_content``, vLLM/DeepSeek; ``reasoning``, OpenRouter) goes first as a
+    ``<think>`` block, tool calls after it as :func:`~rlm_kernel.tool_mode.encode` writes them,
+    so the cache and the notebook keep all of it and the engine splits it apart.
+
     Raises ValueError when the body is not a usable answer: an error object, no choices, or a
-    message with no content (an empty string is a real, if short, answer). Usage counts that are
-    missing count as zero; ones that are not whole numbers >= 0 are refused, so a broken server
-    cannot make the bill negative or absurd.
+    message with no content and no tool calls (an empty string is a real, if short, answer).
+    Usage counts that are missing count as zero; ones that are not whole numbers >= 0 are
+    refused, so a broken server cannot make the bill negative or absurd.
     """
     if "error" in data and not data.get("choices"):
         err = data.get("error")
@@ -89,13 +96,29 @@ def _read_completion(data: dict[str, Any]) -> tuple[str, str | None, dict[str, A
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ValueError("no choices")
     message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(text, str):
+    if not isinstance(message, dict):
         raise ValueError("the message has no content")
+    text = message.get("content")
+    calls = [{"name": c["function"].get("name"), "arguments": c["function"].get("arguments")}
+             for c in message.get("tool_calls") or []
+             if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    if not isinstance(text, str):
+        if not calls:
+            raise ValueError("the message has no content")
+        text = ""
+    text = with_reasoning(encode(text, calls),
+                          message.get("reasoning_content") or message.get("reasoning"))
     finish = choices[0].get("finish_reason")
     usage = data.get("usage")
     return (clean_text(text), (str(finish) if finish else None),
             (usage if isinstance(usage, dict) else None))
+
+
+def with_reasoning(text: str, reasoning: Any) -> str:
+    """The answer with the reasoning a server sent beside it first, as a ``<think>`` block."""
+    if isinstance(reasoning, str) and reasoning.strip():
+        return f"<think>\n{reasoning.strip()}\n</think>\n\n{text}"
+    return text
 
 
 def _usage_counts(u: dict[str, Any]) -> tuple[int, int, int]:
@@ -308,14 +331,20 @@ class LMClient:
             self.ledger.note_attempt()
 
     # -- parameters ---------------------------------------------------------------------------
-    def params(self, *, root: bool) -> dict[str, Any]:
-        """The sampling parameters that make a response (and its cache key). The token bound is
-        not among them: it is sent, but a reply it cut is never cached, so raising it asks again
-        (and recorded trajectories keep their keys whatever the bound)."""
+    def params(self, *, root: bool, model: str = "") -> dict[str, Any]:
+        """The parameters that make a response (and its cache key), besides model and messages:
+        sampling, the root's tools in tool mode, and what reasoning models take
+        (``reasoning_effort``) or refuse (``temperature``...: dropped for them). The token bound
+        is not among them: it is sent, but a reply it cut is never cached, so raising it asks
+        again (and recorded trajectories keep their keys whatever the bound)."""
+        cfg = self.config
         out: dict[str, Any] = {}
-        if self.config.temperature >= 0:
-            out["temperature"] = self.config.temperature
-        return out
+        if cfg.temperature >= 0:
+            out["temperature"] = cfg.temperature
+        if root and tools_offered(cfg.mode):
+            out["tools"] = TOOLS
+        return request_params(model, out, reasoning_model=cfg.reasoning_model,
+                              reasoning_effort=cfg.reasoning_effort)
 
     def bound(self, *, root: bool) -> int:
         """Most tokens a reply may have (0: none sent)."""
@@ -324,7 +353,7 @@ class LMClient:
     def key_for(self, messages: list[dict[str, Any]], model: str, root: bool = False) -> str:
         """The cache key of a call; data-URL images count by their sha256 (``key_messages``),
         so a caller may pass the messages it sends or, cheaper, their hashed form."""
-        return cache_key(model, key_messages(messages), self.params(root=root))
+        return cache_key(model, key_messages(messages), self.params(root=root, model=model))
 
     # -- calls ---------------------------------------------------------------------------------
     async def acomplete(
@@ -344,7 +373,7 @@ class LMClient:
         """
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
-        params = self.params(root=root)
+        params = self.params(root=root, model=model)
         key = key or cache_key(model, key_messages(messages), params)
         if self.config.cache or self.cache_only:
             hit = self.cache.get(key)
@@ -460,7 +489,9 @@ class LMClient:
         while True:
             wire = dict(body)
             if bound > 0:
-                wire[self.bound_param] = bound
+                reasoning = is_reasoning_model(str(body.get("model", "")),
+                                               self.config.reasoning_model)
+                wire["max_completion_tokens" if reasoning else self.bound_param] = bound
             stream = (self.streaming and "plain" not in adapted
                       and (not self.cuts_streams or self.in_flight <= 1))
             if stream:
@@ -543,7 +574,8 @@ class LMClient:
             raise _StreamCut(result.events, result.done,
                              f"{result.events} events, {'[DONE]' if result.done else 'no [DONE]'}"
                              ", no finish reason")
-        return clean_text(result.text), result.finish_reason, result.usage
+        text = with_reasoning(encode(result.text, result.tool_calls), result.reasoning)
+        return clean_text(text), result.finish_reason, result.usage
 
     def _error(self, exc: openai.APIError, model: str) -> ModelCallError:
         """The openai client's exception as one of ours: a class per cause, the HTTP status, and

@@ -29,6 +29,8 @@ class StreamResult:
     done: bool  # the server sent [DONE]
     events: int  # data events read
     error: str | None = None  # an error event's message
+    reasoning: str = ""  # reasoning sent beside the content (reasoning_content / reasoning)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "arguments"}]
 
 
 @dataclass
@@ -38,6 +40,8 @@ class StreamReader:
     _buf: bytes = b""
     _data: list[bytes] = field(default_factory=list)
     _parts: list[str] = field(default_factory=list)
+    _reasoning: list[str] = field(default_factory=list)
+    _calls: dict[int, dict[str, str]] = field(default_factory=dict)  # by the delta's index
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     done: bool = False
@@ -69,8 +73,10 @@ class StreamReader:
         if self._buf.strip():
             self.feed(b"\n")
         self._dispatch([])
+        calls = [{"name": c["name"], "arguments": c["arguments"]}
+                 for _, c in sorted(self._calls.items())]
         return StreamResult("".join(self._parts), self.finish_reason, self.usage, self.done,
-                            self.events, self.error)
+                            self.events, self.error, "".join(self._reasoning), calls)
 
     def _complete_json(self) -> bool:
         try:
@@ -104,9 +110,29 @@ class StreamReader:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            text = delta.get("content") if isinstance(delta, dict) else None
+            if not isinstance(delta, dict):
+                delta = {}
+            text = delta.get("content")
             if isinstance(text, str) and text:
                 self._parts.append(text)
                 new.append(text)
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(thought, str):
+                self._reasoning.append(thought)
+            for call in delta.get("tool_calls") or ():
+                self._call_delta(call)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+
+    def _call_delta(self, call: Any) -> None:
+        """A piece of a tool call: the first names it, later ones add to its arguments."""
+        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+            return
+        index = call.get("index", len(self._calls))
+        slot = self._calls.setdefault(index if isinstance(index, int) else len(self._calls),
+                                      {"name": "", "arguments": ""})
+        fn = call["function"]
+        if isinstance(fn.get("name"), str):
+            slot["name"] += fn["name"]
+        if isinstance(fn.get("arguments"), str):
+            slot["arguments"] += fn["arguments"]

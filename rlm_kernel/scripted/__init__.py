@@ -45,7 +45,9 @@ __all__ = [
 
 ROOT_MODEL, SUB_MODEL = DEFAULT_MODELS
 
-# Registered on import: the reference runtime's (rlms) convention, scripted-stepwise (another
-# strategy for the same counting task, so a fork that changes the root model changes the run), and
-# the image task (number cards on pages).
+# Registered on import: custom tools and persistent sessions, the reference runtime's (rlms)
+# convention and the best-effort answer, scripted-stepwise (another strategy for the same counting
+# task, so a fork that changes the root model changes the run), and the image task (number cards
+# on pages).
+from . import feature_policies  # noqa: E402,F401,I001
 from . import image_policy, rlms_policy, stepwise_policy  # noqa: E402,F401,I001

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import image_policy, policies
+from .message import AssistantMessage, as_message
+from .reasoning import decorate, refused_param
+from .tool_calls import offers_repl_tool, to_tool_calls
 from .wire import (
     DEFAULT_MODELS,
     NOT_AN_LLM,
@@ -27,6 +30,7 @@ from .wire import (
     completion_body,
     count_tokens,
     error_body,
+    message_tokens,
     models_body,
     parse_request,
     sse_chunks,
@@ -100,6 +104,8 @@ class ScriptedStats:
     by_status: dict[int, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     by_policy: dict[str, int] = field(default_factory=dict)
+    #: Request parameters seen (``temperature``, ``reasoning_effort``, ``tools``...), by name.
+    params: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -114,6 +120,7 @@ class ScriptedStats:
             self.by_status = {}
             self.faults = {}
             self.by_policy = {}
+            self.params = {}
             self.prompt_tokens = self.completion_tokens = self.cached_tokens = 0
             self.images = 0
 
@@ -124,6 +131,7 @@ class ScriptedStats:
                 "sub_requests": self.sub_requests, "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight, "by_status": dict(self.by_status),
                 "faults": dict(self.faults), "by_policy": dict(self.by_policy),
+                "params": dict(self.params),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "cached_tokens": self.cached_tokens, "images": self.images,
             }
@@ -148,6 +156,12 @@ class ScriptedStats:
         with self._lock:
             d = getattr(self, table)
             d[key] = d.get(key, 0) + 1
+
+    def _saw_params(self, extra: dict[str, Any]) -> None:
+        with self._lock:
+            for key in extra:
+                if key not in ("stream", "stream_options"):
+                    self.params[key] = self.params.get(key, 0) + 1
 
     def _answered(self, root: bool, policy: str, prompt: int, completion: int, cached: int,
                   images: int = 0) -> None:
@@ -236,20 +250,29 @@ class ScriptedModel:
         return Reply(200, {**self._base_headers(), "content-type": "application/json"},
                      models_body(DEFAULT_MODELS))
 
-    def answer(self, request: ChatRequest) -> tuple[bool, str, str]:
-        """``(is_root, policy name, content)`` for a parsed request: the pure part of ``handle``."""
+    def answer(self, request: ChatRequest) -> tuple[bool, str, str | AssistantMessage]:
+        """``(is_root, policy name, content)`` for a parsed request: the pure part of ``handle``.
+
+        A root request that offers the ``repl`` function tool is answered with tool calls
+        instead of fences (:mod:`~rlm_kernel.scripted.tool_calls`).
+        """
         if policies.is_root_request(request.messages):
             if self.root_replies:
                 k = sum(role == "assistant" for role, _ in request.messages)
-                return True, "root_replies", self.root_replies[min(k, len(self.root_replies) - 1)]
-            name, content = policies.root_reply(request.messages, request.model)
-            return True, name, content
+                reply: str | AssistantMessage = self.root_replies[
+                    min(k, len(self.root_replies) - 1)]
+                name = "root_replies"
+            else:
+                name, reply = policies.root_reply(request.messages, request.model)
+            if isinstance(reply, str) and offers_repl_tool(request.tools):
+                reply = to_tool_calls(reply, request.tools)
+            return True, name, decorate(reply, request.model, root=True)
         prompt = policies.sub_prompt(request.messages)
         if request.images:
             name, content = image_policy.answer_images(prompt, request.images)
         else:
             name, content = policies.sub_answer(prompt)
-        return False, name, content
+        return False, name, decorate(content, request.model, root=False)
 
     async def handle(self, body: dict[str, Any] | bytes | str) -> Reply:
         """Answer one ``POST /chat/completions`` body (decoded JSON, or raw bytes/str).
@@ -280,6 +303,12 @@ class ScriptedModel:
                     f"'scripted' is accepted).",
                     type="invalid_request_error", code="model_not_found",
                 )
+            self.stats._saw_params(request.extra)
+            refused = refused_param(request.model, request.extra)
+            if refused is not None:
+                return self._error(
+                    400, f"Unsupported parameter: '{refused}' is not supported with this model.",
+                    type="invalid_request_error", code="unsupported_parameter")
             fault = self._draw_fault()
             if fault is not None:
                 self.stats._bump("faults", str(fault))
@@ -295,14 +324,17 @@ class ScriptedModel:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-            is_root, policy, content = self.answer(request)
+            is_root, policy, reply = self.answer(request)
+            content = as_message(reply)
             finish = "stop"
-            if request.max_tokens is not None and count_tokens(content) > request.max_tokens:
-                content, finish = content[: request.max_tokens * 4], "length"
+            if request.max_tokens is not None and count_tokens(content.content) > request.max_tokens:
+                content = AssistantMessage(content.content[: request.max_tokens * 4],
+                                           content.reasoning_content, content.tool_calls)
+                finish = "length"
             prompt_tokens = request.prompt_tokens
             cached = self.prefix_cache.lookup_and_remember(request.messages)
-            self.stats._answered(is_root, policy, prompt_tokens, count_tokens(content), cached,
-                                 len(request.images))
+            self.stats._answered(is_root, policy, prompt_tokens, message_tokens(content)[0],
+                                 cached, len(request.images))
             if request.images:
                 self.received_images.extend(
                     (im.sha256, im.width, im.height, im.mime, im.detail) for im in request.images)

@@ -13,7 +13,8 @@ Registry contract (keep it this simple):
   ``reply(view: RootView) -> str``. ``view`` is the parsed root conversation (query, directives,
   step number, earlier outputs, the model name asked for); ``reply`` returns the whole assistant
   message: prose plus one ```repl block, or a ``FINAL(...)`` / ``FINAL_VAR(name)`` line outside
-  code.
+  code (or an :class:`~rlm_kernel.scripted.message.AssistantMessage` with reasoning or tool
+  calls).
 - ``register_sub_policy(name, matches, answer)`` with ``matches(prompt: str) -> bool`` and
   ``answer(prompt: str) -> str``; ``prompt`` is the text of the sub-call's user message.
 - Order tried: policies registered by other modules, most recent first; then the built-ins
@@ -42,6 +43,8 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .message import AssistantMessage
+
 __all__ = [
     "RootView",
     "RootPolicy",
@@ -54,6 +57,7 @@ __all__ = [
     "is_root_request",
     "parse_root",
     "root_reply",
+    "root_reply_for",
     "sub_prompt",
     "sub_answer",
     "parse_directives",
@@ -165,7 +169,11 @@ def is_root_request(messages: tuple[tuple[str, str], ...]) -> bool:
 
 
 def parse_root(messages: tuple[tuple[str, str], ...], model: str = "") -> RootView:
-    """Read query, context summary, step number and earlier outputs out of a root conversation."""
+    """Read query, context summary, step number and earlier outputs out of a root conversation.
+
+    Outputs come back as ``<output step="n">`` user turns, or (tool-calling mode) as ``tool``
+    messages, which belong to the step of the assistant turn before them.
+    """
     users = [text for role, text in messages if role == "user"]
     replies = tuple(text for role, text in messages if role == "assistant")
     first = users[0] if users else ""
@@ -173,10 +181,16 @@ def parse_root(messages: tuple[tuple[str, str], ...], model: str = "") -> RootVi
     query = q.group(1).strip() if q else first.strip()
     info = _CONTEXT_INFO_RE.search(first)
     outputs: dict[int, str] = {}
-    for text in users[1:]:
-        m = _OUTPUT_RE.match(text)
-        if m:
+    step = 0
+    for role, text in messages:
+        if role == "assistant":
+            step += 1
+            continue
+        m = _OUTPUT_RE.match(text) if role in ("user", "tool") else None
+        if m and (role == "user" or step):
             outputs[int(m.group(1))] = m.group(2)
+        elif role == "tool" and step:
+            outputs[step] = (outputs[step] + "\n" + text) if step in outputs else text
     return RootView(
         messages=messages, query=query, task=strip_directives(query),
         directives=parse_directives(query), context_info=info.group(1).strip() if info else "",
@@ -197,7 +211,7 @@ def sub_prompt(messages: tuple[tuple[str, str], ...]) -> str:
 class RootPolicy:
     name: str
     matches: Callable[[RootView], bool]
-    reply: Callable[[RootView], str]
+    reply: Callable[[RootView], str | AssistantMessage]
 
 
 @dataclass(frozen=True)
@@ -214,7 +228,8 @@ _sub_builtin: list[SubPolicy] = []
 
 
 def register_root_policy(
-    name: str, matches: Callable[[RootView], bool], reply: Callable[[RootView], str]
+    name: str, matches: Callable[[RootView], bool],
+    reply: Callable[[RootView], str | AssistantMessage],
 ) -> None:
     """Add a root policy, tried before every policy registered earlier and before the built-ins."""
     for lst in (_root_extra, _root_builtin):
@@ -240,10 +255,21 @@ def sub_policies() -> list[SubPolicy]:
     return [*_sub_extra, *_sub_builtin]
 
 
-def root_reply(messages: tuple[tuple[str, str], ...], model: str = "") -> tuple[str, str]:
+def root_reply(messages: tuple[tuple[str, str], ...], model: str = ""
+               ) -> tuple[str, str | AssistantMessage]:
     """``(policy name, assistant reply)`` for a root conversation sent to ``model``."""
-    view = parse_root(messages, model)
-    for policy in root_policies():
+    return root_reply_for(parse_root(messages, model))
+
+
+def root_reply_for(view: RootView, after: str | None = None
+                   ) -> tuple[str, str | AssistantMessage]:
+    """The first policy matching ``view``, or only those tried after the one named ``after``
+    (so a policy can wrap whatever would have answered without it)."""
+    candidates = root_policies()
+    if after is not None:
+        names = [p.name for p in candidates]
+        candidates = candidates[names.index(after) + 1:] if after in names else candidates
+    for policy in candidates:
         if policy.matches(view):
             return policy.name, policy.reply(view)
     return "fallback", fallback_root_reply(view)
@@ -525,34 +551,43 @@ def _count_sub_answer(prompt: str) -> str:
 
 
 def _recurse_matches(view: RootView) -> bool:
-    return (view.directives.get("strategy", "").lower() == "recurse"
+    return (view.directives.get("strategy", "").lower() in ("recurse", "rlm_batch")
             and parse_count_query(view.task) is not None)
 
 
 def _recurse_reply(view: RootView) -> str:
+    """Split the lines into ``[parts=N]`` parts (2 by default) and count each with a sub-RLM:
+    one after the other with ``rlm()`` (``[strategy=recurse]``), or all at once with
+    ``rlm_batch()`` (``[strategy=rlm_batch]``)."""
     term, _ = parse_count_query(view.task)  # type: ignore[misc]
+    batch = view.directives.get("strategy", "").lower() == "rlm_batch"
     total = view.marker("COUNT_TOTAL")
     if total is not None:
-        return (f"The two sub-RLMs' counts add up to {total} lines containing {term!r}.\n\n"
+        return (f"The sub-RLMs' counts add up to {total} lines containing {term!r}.\n\n"
                 f"FINAL_VAR(answer)")
     if view.step == 1:
-        return _peek(view, "I look at the shape of the context before splitting it in two.")
+        return _peek(view, "I look at the shape of the context before splitting it.")
     if view.attempts('print("COUNT_TOTAL:"') >= MAX_ATTEMPTS:
         return _give_up(view, "recursive count")
-    child_query = strip_directives(view.query, only="strategy")
+    raw = view.directives.get("parts", "2")
+    n = max(1, int(raw)) if raw.isdigit() else 2
+    child_query = strip_directives(strip_directives(view.query, only="strategy"), only="parts")
+    call = ("results = rlm_batch([sub_query] * len(parts), parts)" if batch
+            else "results = [rlm(sub_query, context=p) for p in parts]")
     code = "import re\n" + TEXT_OF_CONTEXT + _NUMBER_OF + textwrap.dedent(f"""\
         lines = text.split("\\n")
-        half = len(lines) // 2
-        halves = ["\\n".join(lines[:half]), "\\n".join(lines[half:])]
+        bounds = [i * len(lines) // {n} for i in range({n} + 1)]
+        parts = ["\\n".join(lines[bounds[i]:bounds[i + 1]]) for i in range({n})]
         sub_query = {child_query!r}
-        results = [rlm(sub_query, context=h) for h in halves]
+        {call}
         print("RLM_RESULTS:", results)
         total = sum(number_of(r) for r in results)
         answer = str(total)
         print("COUNT_TOTAL:", total)
         """)
-    return _repl("I split the context into two halves of whole lines and run a sub-RLM on each, "
-                 "then add their counts.", code)
+    how = "all at once with rlm_batch" if batch else "one after the other"
+    return _repl(f"I split the context into {n} parts of whole lines and run a sub-RLM on each "
+                 f"({how}), then add their counts.", code)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .message import AssistantMessage, as_message
+from .tool_calls import render_tool_calls
 from .vision import ImagePartError, WireImage, split_images
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "parse_request",
     "completion_body",
     "sse_chunks",
+    "message_tokens",
     "error_body",
     "models_body",
     "encode_json",
@@ -84,6 +87,8 @@ class ChatRequest:
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     images: tuple[WireImage, ...] = ()  # image parts, checked and taken out of ``messages``
+    #: Names of the function tools the model may call (empty with ``tool_choice="none"``).
+    tools: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def prompt_tokens(self) -> int:
@@ -141,7 +146,12 @@ def parse_request(body: Any) -> ChatRequest:
         if not isinstance(msg, dict) or msg.get("role") not in _ROLES:
             raise WireError(400, f"messages[{i}] needs a 'role' among {sorted(_ROLES)}",
                             param=f"messages[{i}].role")
-        messages.append((msg["role"], _flatten_content(msg.get("content"), i)))
+        text = _flatten_content(msg.get("content"), i)
+        if msg["role"] == "assistant" and msg.get("tool_calls"):
+            # Policies read a conversation as text: a tool call reads as the fence or FINAL line
+            # it stands for, so they play the same strategy in either mode.
+            text += render_tool_calls(msg["tool_calls"])
+        messages.append((msg["role"], text))
     options = body.get("stream_options") or {}
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
@@ -154,7 +164,20 @@ def parse_request(body: Any) -> ChatRequest:
         max_tokens=max_tokens,
         extra={k: v for k, v in body.items() if k not in ("model", "messages")},
         images=tuple(images),
+        tools=_offered_tools(body),
     )
+
+
+def _offered_tools(body: dict[str, Any]) -> tuple[str, ...]:
+    """The function names of ``tools``, unless ``tool_choice`` forbids calling any."""
+    if body.get("tool_choice") == "none" or not isinstance(body.get("tools"), list):
+        return ()
+    names = []
+    for tool in body["tools"]:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            names.append(fn["name"])
+    return tuple(names)
 
 
 class PrefixCache:
@@ -209,23 +232,48 @@ class PrefixCache:
             self._entries.clear()
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+def message_tokens(message: AssistantMessage) -> tuple[int, int]:
+    """``(completion tokens, of which reasoning)`` of an answer: content, reasoning and the
+    JSON arguments of its tool calls all count, as providers bill them."""
+    reasoning = count_tokens(message.reasoning_content or "")
+    calls = sum(count_tokens(c.name + c.json()) for c in message.tool_calls)
+    return count_tokens(message.content) + reasoning + calls, reasoning
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+           reasoning_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens, "audio_tokens": 0,
                                       "accepted_prediction_tokens": 0,
                                       "rejected_prediction_tokens": 0},
     }
 
 
 def completion_body(
-    *, request_id: str, model: str, content: str, finish_reason: str,
+    *, request_id: str, model: str, content: str | AssistantMessage, finish_reason: str,
     prompt_tokens: int, cached_tokens: int, created: int | None = None,
 ) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` object."""
+    """A non-streaming ``chat.completion`` object.
+
+    ``reasoning_content`` goes beside ``content`` in the message (vLLM's and DeepSeek's field);
+    tool calls go in ``tool_calls`` with ``finish_reason`` ``"tool_calls"``.
+    """
+    msg = as_message(content)
+    message: dict[str, Any] = {"role": "assistant", "content": msg.content, "refusal": None}
+    if msg.reasoning_content is not None:
+        message["reasoning_content"] = msg.reasoning_content
+    if msg.tool_calls:
+        message["content"] = msg.content or None
+        message["tool_calls"] = [
+            {"id": c.call_id(request_id, i), "type": "function",
+             "function": {"name": c.name, "arguments": c.json()}}
+            for i, c in enumerate(msg.tool_calls)]
+        finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
+    completion, reasoning = message_tokens(msg)
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -234,11 +282,11 @@ def completion_body(
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": None},
+            "message": message,
             "logprobs": None,
             "finish_reason": finish_reason,
         }],
-        "usage": _usage(prompt_tokens, count_tokens(content), cached_tokens),
+        "usage": _usage(prompt_tokens, completion, cached_tokens, reasoning),
         "service_tier": "default",
     }
 
@@ -261,16 +309,19 @@ def _split_for_stream(content: str, pieces: int = 8) -> list[str]:
 
 
 def sse_chunks(
-    *, request_id: str, model: str, content: str, finish_reason: str,
+    *, request_id: str, model: str, content: str | AssistantMessage, finish_reason: str,
     prompt_tokens: int, cached_tokens: int, include_usage: bool, created: int | None = None,
 ) -> Iterator[bytes]:
     """The ``chat.completion.chunk`` events of a streamed answer, SSE-framed, ending in ``[DONE]``.
 
     As OpenAI does: a first delta with the role, content deltas, a last delta with the finish reason,
     and when ``stream_options.include_usage`` was set every chunk carries ``"usage": null`` and one
-    extra chunk with empty ``choices`` carries the usage.
+    extra chunk with empty ``choices`` carries the usage. Reasoning comes first, as
+    ``reasoning_content`` deltas (vLLM, DeepSeek); each tool call as a delta naming it, then
+    deltas of its JSON arguments (OpenAI's shape).
     """
     created = int(time.time()) if created is None else created
+    msg = as_message(content)
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
         obj: dict[str, Any] = {
@@ -283,14 +334,25 @@ def sse_chunks(
         return b"data: " + encode_json(obj) + b"\n\n"
 
     yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
-    for piece in _split_for_stream(content):
+    for piece in _split_for_stream(msg.reasoning_content or ""):
+        yield chunk({"reasoning_content": piece}, None)
+    for piece in _split_for_stream(msg.content):
         yield chunk({"content": piece}, None)
+    for i, call in enumerate(msg.tool_calls):
+        yield chunk({"tool_calls": [{"index": i, "id": call.call_id(request_id, i),
+                                     "type": "function",
+                                     "function": {"name": call.name, "arguments": ""}}]}, None)
+        for piece in _split_for_stream(call.json(), pieces=3):
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}, None)
+    if msg.tool_calls and finish_reason == "stop":
+        finish_reason = "tool_calls"
     yield chunk({}, finish_reason)
     if include_usage:
+        completion, reasoning = message_tokens(msg)
         obj = {
             "id": request_id, "object": "chat.completion.chunk", "created": created,
             "model": model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": [],
-            "usage": _usage(prompt_tokens, count_tokens(content), cached_tokens),
+            "usage": _usage(prompt_tokens, completion, cached_tokens, reasoning),
         }
         yield b"data: " + encode_json(obj) + b"\n\n"
     yield b"data: [DONE]\n\n"

@@ -61,7 +61,7 @@ def test_budget_exhaustion_exits_nonzero_and_keeps_the_partial_trajectory(tmp_pa
                                                                           log_file) -> None:
     out = tmp_path / "partial.ipynb"
     proc = _cli("run", "--context", str(log_file), "--query", "How many log lines have level ERROR?",
-                "--max-steps", "1", "--output", str(out))
+                "--max-steps", "1", "--no-best-effort", "--output", str(out))
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("rlm-kernel: run stopped: step budget exhausted"), proc.stderr

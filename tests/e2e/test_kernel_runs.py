@@ -235,6 +235,7 @@ def test_prices_set_after_a_first_run_cost_the_next_and_trip_max_cost(kernel_fac
     assert costed.reply["status"] == "ok", costed.outputs_text
     status = [m for m in costed.comm if m["type"] == "status"][-1]["status"]
     assert status["cost_usd"] > 0, status
-    capped = k.run("%%rlm --max-cost 0.0001\nHow many log lines have level ERROR? [chunks=6]")
+    capped = k.run("%%rlm --max-cost 0.0001 --no-best-effort\n"
+                   "How many log lines have level ERROR? [chunks=6]")
     finish = [m for m in capped.comm if m["type"] == "finish"][-1]
     assert finish["outcome"] == "stopped" and "cost budget exhausted" in finish["reason"], finish

@@ -121,6 +121,8 @@ export interface IFinishMsg {
   outcome: Outcome;
   answer: string | null;
   reason: string | null;
+  /** The answer was asked for once after a budget ran out. */
+  best_effort?: boolean;
 }
 
 /** One run in a `sync` reply; `cells` are in trajectory order, the query cell excluded. */
