@@ -40,7 +40,13 @@ from traitlets import Float, Unicode
 
 from . import cells
 from .config import redact
-from .kernelspec import SANDBOXED_KERNEL_NAME, kernel_json, kernel_name, notebook_kernelspec
+from .kernelspec import (
+    SANDBOXED_KERNEL_NAME,
+    kernel_json,
+    kernel_name,
+    language_info,
+    notebook_kernelspec,
+)
 from .mirror import NotebookMirror
 from .notebook import write_notebook
 
@@ -319,7 +325,7 @@ def _write_json(mirror: NotebookMirror, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     nb = {"nbformat": 4, "nbformat_minor": 5, "cells": mirror.cells,
-          "metadata": {"kernelspec": mirror.kernelspec, "language_info": {"name": "python"}}}
+          "metadata": {"kernelspec": mirror.kernelspec, "language_info": language_info()}}
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import cells
-from .kernelspec import notebook_kernelspec
+from .kernelspec import language_info, notebook_kernelspec
 
 __all__ = ["NotebookMirror"]
 
@@ -167,7 +167,7 @@ class NotebookMirror:
 
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = dict(self.kernelspec)
-        nb.metadata["language_info"] = {"name": "python"}
+        nb.metadata["language_info"] = language_info()
         nb.cells = [nbformat.from_dict(c) for c in self.cells]
         if validate:
             nbformat.validate(nb)
