@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["KERNEL_NAME", "DISPLAY_NAME", "SANDBOXED_KERNEL_NAME", "SANDBOXED_DISPLAY_NAME",
            "SANDBOX_FLAG", "LANGUAGE", "KERNELS", "kernel_name", "kernel_json",
-           "notebook_kernelspec"]
+           "notebook_kernelspec", "language_info"]
 
 KERNEL_NAME = "rlm"
 DISPLAY_NAME = "RLM (Python 3)"
@@ -59,3 +59,19 @@ def notebook_kernelspec(sandboxed: bool = False) -> dict[str, str]:
     sandboxed trajectory re-runs sandboxed."""
     name = kernel_name(sandboxed)
     return {"name": name, "display_name": KERNELS[name], "language": LANGUAGE}
+
+
+def language_info() -> dict[str, Any]:
+    """``language_info`` as the kernel reports it in its ``kernel_info_reply``, and as every
+    notebook the project writes records it. Equal on both sides, so JupyterLab, which copies the
+    kernel's into the document when it connects, finds nothing to change: a trajectory opens
+    clean (not "modified") and a saved one keeps its bytes."""
+    return {
+        "name": LANGUAGE,
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
+        "pygments_lexer": f"ipython{sys.version_info[0]}",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import cells
-from .kernelspec import notebook_kernelspec
+from .kernelspec import language_info, notebook_kernelspec
 
 __all__ = ["NotebookMirror"]
 
@@ -164,7 +164,7 @@ class NotebookMirror:
         """The notebook as plain dicts, sharing this mirror's cells (no copy): for writing."""
         return {"nbformat": 4, "nbformat_minor": 5, "cells": self.cells,
                 "metadata": {"kernelspec": dict(self.kernelspec),
-                             "language_info": {"name": "python"}}}
+                             "language_info": language_info()}}
 
     def notebook(self, validate: bool = True) -> Any:
         """The mirrored cells as an nbformat v4 notebook (validated unless told not to: a large
@@ -173,7 +173,7 @@ class NotebookMirror:
 
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = dict(self.kernelspec)
-        nb.metadata["language_info"] = {"name": "python"}
+        nb.metadata["language_info"] = language_info()
         nb.cells = [nbformat.from_dict(c) for c in self.cells]
         if validate:
             nbformat.validate(nb)

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from typing import TYPE_CHECKING, Any
 
-from .kernelspec import notebook_kernelspec
+from .kernelspec import language_info, notebook_kernelspec
 from .outputs import outputs_to_text, truncate
 from .states import CallState, RunState, StepState
 from .trajectory import ForkOf, Run, Step, SubCall, preview
@@ -477,7 +476,7 @@ def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
     # A trajectory recorded in the sandboxed kernel re-opens there.
     sandboxed = any(r.settings.get("sandboxed") for r in runs)
     nb.metadata["kernelspec"] = notebook_kernelspec(sandboxed)
-    nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
+    nb.metadata["language_info"] = language_info()
     nb.metadata["rlm"] = {"version": FORMAT_VERSION, "runs": [r.run_id for r in runs]}
     cells: list[dict[str, Any]] = list(extra_cells or [])
     listed = {r.run_id for r in runs}

@@ -43,6 +43,7 @@ class FrontendChannel:
         self._seen_controls: set[str] = set()
         self.seq = 0
         self.mirrors = False  # a front-end that inserts the cells itself said hello
+        self.clients: set[str] = set()  # the names front-ends gave in their hellos
 
     # -- comms ----------------------------------------------------------------------------------
     def on_comm_open(self, comm: Any, open_msg: dict[str, Any]) -> None:
@@ -131,6 +132,7 @@ class FrontendChannel:
             return
         if data["type"] == "hello":
             self.mirrors = self.mirrors or bool(data.get("mirrors"))
+            self.clients.add(str(data.get("client", "")))
             with self._lock:  # the sync covers every message numbered so far
                 msg = cells.sync_msg(self._on_hello())
                 msg["seq"] = self.seq

@@ -159,6 +159,8 @@ class RunDriver:
                               "give the run something to read")
         cfg = (base or self.config).copy(**{k: v for k, v in opts.items()
                                             if k in _PER_RUN and v is not None})
+        if opts.get("fresh"):  # asked again: no response comes from the session's cache
+            cfg = cfg.copy(cache=False)
         source_tag = fork.source if fork is not None else \
             self.registry.context_sources.get(var, f"variable:{var}")
         run = Run(run_id=run_id or new_id("r"), query=query, model=cfg.root_model,

@@ -23,6 +23,7 @@ from IPython.display import Pretty, display
 from .. import __version__, cells
 from ..config import RLMConfig, env_name, redact, setting_traits
 from ..errors import ConfigError, RLMError
+from ..kernelspec import language_info
 from ..notebook import MARKER_RE, llm_cell_source
 from ..states import RunState, StepState
 from .channel import FrontendChannel
@@ -44,6 +45,7 @@ _FORK_RE = re.compile(r"^%%?rlm[ \t]+fork\b")
 class RLMKernel(IPythonKernel):
     implementation = "rlm_kernel"
     implementation_version = __version__
+    language_info = language_info()  # what the notebooks we write record (kernelspec.py)
     banner = (
         "RLM kernel: a Python REPL for Recursive Language Models. `%%rlm` runs a query over "
         "`context`; `llm`, `llm_batch`, `rlm` are here for you too. `%rlm?` for help."
@@ -219,7 +221,8 @@ class RLMKernel(IPythonKernel):
                     f"`%rlm fork --at {n - 1} --run {rid}` starts a branch; or remove the cell's "
                     "first line to run it as ordinary code"))
             if m.group("flag") or (unchanged and step.status != StepState.PROPOSED):
-                return self._show(self.records.step_outputs(run, step, book, cell_id), code)
+                return self._show(self.records.step_outputs(run, step, book, cell_id), code,
+                                  run_id=rid, cell_id=cell_id)
             if book is not None:
                 return self._fail("RunNotLoaded", (
                     f"step {n} of run {rid} was edited, but this kernel does not hold the run (a "
@@ -238,7 +241,8 @@ class RLMKernel(IPythonKernel):
             body = code.partition("\n")[2]
             recorded = llm_cell_source(call).partition("\n")[2]
             if body.strip() == recorded.strip():
-                return self._show(self.records.call_outputs(call, book), code)
+                return self._show(self.records.call_outputs(call, book), code, run_id=rid,
+                                  cell_id=cell_id)
         return None
 
     def _recorded_query(self, opts: dict[str, Any], query: str, code: str, cell_id: str | None,
@@ -267,16 +271,26 @@ class RLMKernel(IPythonKernel):
             if outputs is None:  # this kernel ran it; the query cell showed its summary
                 outputs = [{"output_type": "display_data", "metadata": {},
                             "data": end_bundle(run, self._summary_line(run))}]
-            return None, self._show(outputs, code)
+            return None, self._show(outputs, code, run_id=rid, cell_id=cell_id)
         return (run, runs), None
 
-    def _show(self, outputs: list[dict[str, Any]], code: str) -> dict[str, Any]:
+    def _show(self, outputs: list[dict[str, Any]], code: str, *, run_id: str,
+              cell_id: str | None) -> dict[str, Any]:
         """Send recorded outputs as this execution's, exactly as recorded; the reply is ok (a
-        recorded error is shown, not raised: Run All goes on)."""
+        recorded error is shown, not raised: Run All goes on).
+
+        One recorded output IOPub cannot carry to JupyterLab as it is: a sub-call's response, an
+        ``execute_result`` without an execution count (its cell was never executed). JupyterLab
+        (and Notebook 7) reject that message outright, and the cell would lose its record. For
+        them it goes on IOPub as ``display_data`` (nothing lost, even without the extension), and
+        the cell's recorded outputs follow over ``rlm.cells``, which the extension applies as
+        they are: the cell ends byte-identical. Other clients (nbclient) get it as recorded."""
         count = self._shell.execution_count
         with contextlib.suppress(Exception):
             self._shell.history_manager.store_inputs(count, code, code)
         self._shell.execution_count += 1
+        strict = self._frontend_needs_counts()
+        relay = False
         for out in outputs:
             kind = out.get("output_type")
             if kind == "stream":
@@ -287,6 +301,8 @@ class RLMKernel(IPythonKernel):
                 content = {k: out.get(k) for k in ("ename", "evalue", "traceback")}
             elif kind in ("display_data", "execute_result"):
                 content = {"data": out.get("data", {}), "metadata": out.get("metadata", {})}
+                if kind == "execute_result" and out.get("execution_count") is None and strict:
+                    kind, relay = "display_data", True
                 if kind == "execute_result":
                     content["execution_count"] = out.get("execution_count")
                 else:
@@ -294,7 +310,15 @@ class RLMKernel(IPythonKernel):
             else:
                 continue
             self.send_response(self.iopub_socket, kind, content)
+        if relay and cell_id:
+            self.channel.send(cells.update_msg(run_id, cell_id, outputs=outputs))
         return self.ok_reply(count)
+
+    def _frontend_needs_counts(self) -> bool:
+        """Is the front-end one whose message validation rejects an ``execute_result`` without
+        a count? JupyterLab and Notebook 7 do: they are the clients of a kernel a Jupyter server
+        started (it sets ``JPY_SESSION_NAME``), and the extension says so in its hello."""
+        return bool(os.environ.get("JPY_SESSION_NAME")) or "jupyterlab" in self.channel.clients
 
     # -- replies -------------------------------------------------------------------------------
     def _settings(self) -> RLMConfig:

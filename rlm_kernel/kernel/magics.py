@@ -87,7 +87,8 @@ class RLMMagics(Magics):
         client = drv.client
         try:
             comp = client.complete([sp.message(detail)], model=model, depth=1,
-                                   key=client.key_for([sp.key_message(detail)], model))
+                                   key=client.key_for([sp.key_message(detail)], model),
+                                   fresh=bool(opts.get("fresh")))
         except (ModelCallError, ReplayMissError) as exc:
             raise UsageError(str(exc)) from None
         if call is not None:

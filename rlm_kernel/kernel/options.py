@@ -31,7 +31,8 @@ def _rlm_parser() -> _Parser:
     p.add_argument("--step", action="store_true", help="stop after each proposed step")
     p.add_argument("--fresh", action="store_true",
                    help="ask the model again even though this cell recorded a run (which the "
-                        "new run replaces; its cells stay, marked as an earlier version)")
+                        "new run replaces; its cells stay, marked as an earlier version); no "
+                        "response is reused from the session's cache")
     return p
 
 
@@ -108,7 +109,8 @@ def parse_llm_cell(line: str) -> dict[str, Any]:
     p.add_argument("--model")
     p.add_argument("--call")
     p.add_argument("--fresh", action="store_true",
-                   help="send a recorded call again instead of showing its record")
+                   help="send a recorded call again instead of showing its record (the "
+                        "model is asked, not the session's cache)")
     return vars(p.parse_args(_split(line)))
 
 

@@ -360,6 +360,7 @@ class LMClient:
         self, messages: list[dict[str, Any]], *, model: str, depth: int, root: bool = False,
         key: str | None = None, precheck: Callable[[], None] | None = None,
         max_tokens: int | None = None, on_text: Callable[[str], None] | None = None,
+        fresh: bool = False,
     ) -> Completion:
         """One chat completion on the background loop (await it there, or use :meth:`complete`).
 
@@ -369,13 +370,14 @@ class LMClient:
         sending once the budget is spent, instead of every queued call going out); what it raises
         is the call's outcome. ``max_tokens``: this call's token bound instead of the configured
         one (the engine lowers it to what the window has left). ``on_text``: called on this loop
-        with each piece of text as a streamed reply arrives.
+        with each piece of text as a streamed reply arrives. ``fresh``: ask the model even if the
+        cache holds a response (a human's ``%%llm --fresh``); the new response replaces it.
         """
         if self._stopped:
             raise RunStopped("the run was stopped; no new model calls start")
         params = self.params(root=root, model=model)
         key = key or cache_key(model, key_messages(messages), params)
-        if self.config.cache or self.cache_only:
+        if self.cache_only or (self.config.cache and not fresh):
             hit = self.cache.get(key)
             if hit is not None:
                 self.ledger.note_cache_hit()
@@ -388,7 +390,7 @@ class LMClient:
             )
         # In-flight dedup is response reuse too: with cache=False identical calls stay independent
         # (a user sampling several answers to one prompt asked for that).
-        dedup = self.config.cache
+        dedup = self.config.cache and not fresh
         shared = self._pending.get(key) if dedup else None
         if shared is not None:
             done = await asyncio.shield(shared)
@@ -673,9 +675,10 @@ class LMClient:
         return system_dropped(prompt, len(_PROBE_SYSTEM))
 
     def complete(self, messages: list[dict[str, Any]], *, model: str, depth: int,
-                 root: bool = False, key: str | None = None) -> Completion:
+                 root: bool = False, key: str | None = None, fresh: bool = False) -> Completion:
         """Blocking form for synchronous code (a cell's ``llm()``); interrupt-aware."""
-        return self.loop.run(self.acomplete(messages, model=model, depth=depth, root=root, key=key))
+        return self.loop.run(self.acomplete(messages, model=model, depth=depth, root=root, key=key,
+                                            fresh=fresh))
 
     async def acomplete_many(
         self, batch: list[list[dict[str, Any]]], *, model: str, depth: int,

@@ -126,4 +126,13 @@ def test_an_edited_query_replaces_its_run_and_keeps_the_earlier_one(kernel_facto
     # --fresh runs the same query again.
     fresh = k.run(edited.replace("%%rlm", "%%rlm --fresh", 1), cell_id="q")
     assert [m for m in fresh.comm if m["type"] == "finish"][-1]["outcome"] == "final"
-    assert QUERY_MARKER_RE.search(k.mirror.cell("q")["source"]).group("run") != new_run
+    fresh_run = QUERY_MARKER_RE.search(k.mirror.cell("q")["source"]).group("run")
+    assert fresh_run != new_run
+
+    def requests(run: str) -> int:
+        final = next(c for c in k.mirror.cells if c["metadata"].get("rlm", {}).get("run") == run
+                     and c["metadata"]["rlm"].get("kind") == "final")
+        return final["metadata"]["rlm"]["usage"]["requests"]
+
+    # asked again: every call went to the model, none came from the session's cache
+    assert requests(fresh_run) == requests(new_run) > 0

@@ -110,7 +110,9 @@ def test_instructions_move_to_the_user_message_when_the_template_drops_system(
         res = rlm.run("What is the first word?", "alpha beta")
         assert rlm.client.system_dropped
     assert res.run.settings["system_role"] == "user"
-    assert len(res.steps) == 2  # the run went on with the instructions where the model sees them
+    # the run went on with the instructions where the model sees them (a best-effort answer
+    # step may follow at the step limit)
+    assert len([s for s in res.steps if not s.best_effort]) == 2
 
 
 @pytest.mark.realmodel(n_ctx=2048)

@@ -450,11 +450,24 @@ function inputPendingOf(nav: unknown): () => boolean {
 const VIEW_KEYS = new Set(['jupyter', 'collapsed']);
 
 /**
+ * Does this patch make the cell an earlier version (its run superseded by a re-asked query)?
+ * That one moment the kernel's view state applies: the cell folds away, readable on a click.
+ * A sync re-sending a cell that is already superseded finds `superseded_by` there and leaves
+ * the human's view alone.
+ */
+function supersedes(cell: ISharedCell, patch: ICellPatch): boolean {
+  const next = patch.metadata?.rlm as IRlmMeta | undefined;
+  const now = cell.getMetadata('rlm') as IRlmMeta | undefined;
+  return !!next?.superseded_by && !now?.superseded_by;
+}
+
+/**
  * Apply a patch to a shared cell in one transaction, skipping fields that already hold the
  * value (a catch-up `sync` re-sends whole cells: unchanged ones must not mark the file dirty).
- * `metadata` keys are merged, view-state keys left alone.
+ * `metadata` keys are merged, view-state keys left alone unless the patch supersedes the cell.
  */
 function applyPatch(cell: ISharedCell, patch: ICellPatch): void {
+  const viewToo = supersedes(cell, patch);
   cell.transact(() => {
     if (patch.source !== undefined) {
       const source = joinSource(patch.source);
@@ -464,7 +477,7 @@ function applyPatch(cell: ISharedCell, patch: ICellPatch): void {
     }
     if (patch.metadata !== undefined) {
       for (const [key, value] of Object.entries(patch.metadata)) {
-        if (value === undefined || VIEW_KEYS.has(key)) {
+        if (value === undefined || (VIEW_KEYS.has(key) && !viewToo)) {
           continue;
         }
         const mine = cell.getMetadata(key);

@@ -111,6 +111,23 @@ describe('CellMirror', () => {
     expect(nb.cells[1].getMetadata('jupyter')).toBeUndefined();
   });
 
+  it('folds a cell away when its run is superseded, and only then', () => {
+    const nb = start();
+    const { mirror, frames } = mirrorOn(nb);
+    mirror.insert(insert(code('s1', 'step'), 'q'));
+    frames.drain();
+    expect(nb.cells[1].getMetadata('jupyter')).toBeUndefined();
+    const hidden = { source_hidden: true, outputs_hidden: true };
+    const metadata = { rlm: { kind: 'step', run: RUN, superseded_by: 'r2' }, jupyter: hidden };
+    mirror.update({ type: 'update', run: RUN, id: 's1', patch: { metadata } });
+    frames.drain();
+    expect(nb.cells[1].getMetadata('jupyter')).toEqual(hidden);
+    nb.cells[1].deleteMetadata('jupyter'); // the human opens the earlier version
+    mirror.update({ type: 'update', run: RUN, id: 's1', patch: { metadata } });
+    frames.drain();
+    expect(nb.cells[1].getMetadata('jupyter')).toBeUndefined();
+  });
+
   it('leaves sub-calls expanded when the setting says so', () => {
     const nb = start();
     const { mirror, frames } = mirrorOn(nb, { collapse: false });
