@@ -114,7 +114,7 @@ class HeadlessRunner(NotebookClient):
         """Start the kernel and say hello as a mirroring front-end."""
         # The kernel's own stdout/stderr (its log, and what ipykernel echoes of output written to
         # its descriptors) go to a log file, never to this process's stdout: that is the answer's.
-        assert self.km is not None
+        assert isinstance(self.km, AsyncKernelManager)
         if not self.km.has_kernel:
             await start_kernel(self.km, env=self._env, cwd=self._cwd)
         try:
