@@ -7,6 +7,7 @@ A thin shell over the library and the headless runner: every command's work live
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -105,7 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_iri_grammars() -> None:
+    """Spare every command 1.3 s of start-up: jsonschema (imported by nbformat) loads
+    ``rfc3987_syntax`` when it is installed (JupyterLab's dependencies install it) for its "iri"
+    format checks, and that module compiles some 35 Earley grammars at import. No notebook schema
+    uses those formats, so this process's jsonschema goes without them (a known upstream cost;
+    done here, in the application, never in the library a user imports)."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
+    _without_iri_grammars()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve-scripted":
         from .scripted.server import main as serve
@@ -269,8 +281,6 @@ def _headless(values: dict[str, Any], cells: list[str], output: str | None,
     import tempfile
 
     from .config import RLMConfig
-    from .headless import HeadlessRunner
-    from .scripted import SCRIPTED_BANNER
 
     problem = _output_problem(output)
     if problem:
@@ -279,6 +289,8 @@ def _headless(values: dict[str, Any], cells: list[str], output: str | None,
     # The kernel sees this environment (OPENAI_API_KEY, OPENAI_BASE_URL) plus these settings.
     cfg = RLMConfig(**{k: v for k, v in values.items() if k == "base_url"})
     if cfg.scripted and banner:
+        from .scripted import SCRIPTED_BANNER
+
         print(SCRIPTED_BANNER, file=sys.stderr)
     cwd, scratch = None, None
     if sandbox is not None:
@@ -288,24 +300,52 @@ def _headless(values: dict[str, Any], cells: list[str], output: str | None,
         env.update(sandbox.to_environ())
         cwd = sandbox.workdir
     try:
-        runner = HeadlessRunner(env=env, cwd=cwd, output=output, initial_cells=initial,
-                                sandboxed=sandbox is not None)
-        return _drive(runner, cells, output, initial, record, after)
+        return _drive(_Launch(env, cwd, output, initial, sandbox is not None), cells, output,
+                      initial, record, after)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _drive(runner: Any, cells: list[str], output: str | None,
+class _Launch:
+    """The kernel a command runs in, started before the front-end's heavier imports (nbclient,
+    nbformat), which then overlap the kernel's own start-up on the other core."""
+
+    def __init__(self, env: dict[str, str], cwd: str | None, output: str | None,
+                 initial: list[dict[str, Any]] | None, sandboxed: bool) -> None:
+        self.env = {**os.environ, **env}
+        self.cwd = cwd or os.getcwd()
+        self.output, self.initial, self.sandboxed = output, initial, sandboxed
+        self.runner: Any = None
+
+    async def start(self) -> Any:
+        from .launch import kernel_manager, start_kernel
+
+        km = kernel_manager(self.sandboxed)
+        await start_kernel(km, env=self.env, cwd=self.cwd)
+        from .headless import HeadlessRunner  # while the kernel boots
+
+        self.runner = HeadlessRunner(env=self.env, cwd=self.cwd, output=self.output,
+                                     initial_cells=self.initial, sandboxed=self.sandboxed, km=km)
+        await self.runner.astart()
+        return self.runner
+
+
+def _drive(launch: _Launch, cells: list[str], output: str | None,
            initial: list[dict[str, Any]] | None, record: bool | None, after: str | None) -> int:
-    """Run the cells in the runner's kernel; print the answer or one line saying what failed."""
-    from .headless import DeadKernelError, error_text, run_sync
+    """Run the cells in the launched kernel; print the answer or one line saying what failed."""
+    from .launch import run_sync
 
     async def main() -> tuple[int, str | None, Any]:
         try:
-            await runner.astart()
+            runner = await launch.start()
         except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+            if launch.runner is not None:
+                with contextlib.suppress(Exception):
+                    await launch.runner.aclose()
             return 1, f"could not start the rlm kernel: {exc}", None
+        from .headless import DeadKernelError, error_text
+
         interrupted = False
         try:
             for code in cells:
@@ -327,7 +367,8 @@ def _drive(runner: Any, cells: list[str], output: str | None,
         return 0, None, runner.last_finish()
 
     code, message, finish = run_sync(main())
-    written = output and not runner.write_error
+    runner = launch.runner
+    written = output and runner is not None and not runner.write_error
     if written:
         print(f"rlm-kernel: trajectory written to {output}", file=sys.stderr)
     if message is not None:

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -30,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
-from jupyter_client.asynchronous import AsyncKernelClient
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
@@ -40,13 +37,8 @@ from traitlets import Float, Unicode
 
 from . import cells
 from .config import redact
-from .kernelspec import (
-    SANDBOXED_KERNEL_NAME,
-    kernel_json,
-    kernel_name,
-    language_info,
-    notebook_kernelspec,
-)
+from .kernelspec import kernel_name, notebook_kernelspec
+from .launch import CellAwareClient, kernel_log, kernel_manager, start_kernel
 from .mirror import NotebookMirror
 from .notebook import write_notebook
 
@@ -57,34 +49,6 @@ __all__ = ["HeadlessRunner", "HeadlessKernel", "HeadlessResult", "DeadKernelErro
 SYNC_CODE = "%rlm sync"
 #: After a kernel interrupt, how long to keep draining for the run's last cells before giving up.
 INTERRUPT_GRACE_S = 15.0
-
-
-class CellAwareClient(AsyncKernelClient):
-    """A kernel client that says which cell it executes (``metadata.cellId``), as JupyterLab
-    does: the kernel anchors a run's cells to the query cell by that id."""
-
-    cell_id: str | None = None
-
-    def execute(self, code: str, silent: bool = False, store_history: bool = True,
-                user_expressions: dict[str, Any] | None = None, allow_stdin: bool | None = None,
-                stop_on_error: bool = True) -> str:
-        content = {"code": code, "silent": silent, "store_history": store_history,
-                   "user_expressions": user_expressions or {},
-                   "allow_stdin": self.allow_stdin if allow_stdin is None else allow_stdin,
-                   "stop_on_error": stop_on_error}
-        msg = self.session.msg("execute_request", content)
-        if self.cell_id and not silent:
-            msg["metadata"]["cellId"] = self.cell_id
-        self.shell_channel.send(msg)
-        return str(msg["header"]["msg_id"])
-
-
-class _ThisPythonSpecs(KernelSpecManager):
-    """Always the ``rlm`` (or ``rlm-sandboxed``) kernel of this interpreter: no install needed."""
-
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(name=kernel_name,
-                          **kernel_json(sandboxed=kernel_name == SANDBOXED_KERNEL_NAME))
 
 
 @dataclass
@@ -116,16 +80,16 @@ class HeadlessRunner(NotebookClient):
 
     def __init__(self, *, env: dict[str, str] | None = None, cwd: str | None = None,
                  output: str | None = None, initial_cells: list[dict[str, Any]] | None = None,
-                 sandboxed: bool = False, **kwargs: Any) -> None:
+                 sandboxed: bool = False, km: AsyncKernelManager | None = None,
+                 **kwargs: Any) -> None:
+        """``km``: a manager from :func:`~rlm_kernel.launch.kernel_manager` whose kernel is
+        already starting (a command starts it before importing this module); else one is made
+        and :meth:`astart` starts its kernel."""
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = notebook_kernelspec(sandboxed)
         name = kernel_name(sandboxed)
-        km = AsyncKernelManager(kernel_name=name, kernel_spec_manager=_ThisPythonSpecs(),
-                                transport="ipc", client_class=f"{__name__}.CellAwareClient")
-        # IPC socket paths are relative to each process's cwd unless absolute; local only, and no
-        # unencrypted-TCP warning on every run.
-        km.ip = os.path.join(tempfile.gettempdir(), f"rlm-kernel-{uuid.uuid4().hex[:12]}")
-        self.kernel_log = f"{km.ip}.log"  # the kernel's stdout and stderr
+        km = km or kernel_manager(sandboxed)
+        self.kernel_log = kernel_log(km)
         kwargs.setdefault("timeout", None)
         kwargs.setdefault("iopub_timeout", 2)
         super().__init__(nb, km=km, kernel_name=name, allow_errors=True, **kwargs)
@@ -150,12 +114,9 @@ class HeadlessRunner(NotebookClient):
         """Start the kernel and say hello as a mirroring front-end."""
         # The kernel's own stdout/stderr (its log, and what ipykernel echoes of output written to
         # its descriptors) go to a log file, never to this process's stdout: that is the answer's.
-        log = open(self.kernel_log, "ab")  # noqa: SIM115 - the kernel process holds it open
-        try:
-            await self.async_start_new_kernel(env=self._env, cwd=self._cwd, stdout=log,
-                                              stderr=log)
-        finally:
-            log.close()
+        assert isinstance(self.km, AsyncKernelManager)
+        if not self.km.has_kernel:
+            await start_kernel(self.km, env=self._env, cwd=self._cwd)
         try:
             await self.async_start_new_kernel_client()
         except BaseException:
@@ -299,7 +260,7 @@ class HeadlessRunner(NotebookClient):
             return
         try:
             if final:
-                write_notebook(self.mirror.notebook(), self.output_path)
+                write_notebook(self.mirror.document(), self.output_path)
             else:
                 _write_json(self.mirror, self.output_path)
         except OSError as exc:  # a full disk, a vanished directory: the run goes on
@@ -324,8 +285,7 @@ def _write_json(mirror: NotebookMirror, path: str) -> None:
     the nbformat way cost most of the runner's CPU. The final write is nbformat's own."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    nb = {"nbformat": 4, "nbformat_minor": 5, "cells": mirror.cells,
-          "metadata": {"kernelspec": mirror.kernelspec, "language_info": language_info()}}
+    nb = mirror.document()
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -357,13 +317,6 @@ def _sigint_handler(loop: asyncio.AbstractEventLoop, handler: Any) -> Any:
 
 def error_text(reply: dict[str, Any]) -> str:
     return redact(f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}")
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine of the runner from synchronous code (the CLI, the eval runner)."""
-    if sys.platform == "win32":  # pragma: no cover - zmq's asyncio needs the selector loop
-        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())
-    return asyncio.run(coro)
 
 
 class HeadlessKernel:

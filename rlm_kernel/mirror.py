@@ -160,6 +160,12 @@ class NotebookMirror:
             cell.setdefault("metadata", {}).update(patch["metadata"])
 
     # -- the notebook ---------------------------------------------------------------------------
+    def document(self) -> dict[str, Any]:
+        """The notebook as plain dicts, sharing this mirror's cells (no copy): for writing."""
+        return {"nbformat": 4, "nbformat_minor": 5, "cells": self.cells,
+                "metadata": {"kernelspec": dict(self.kernelspec),
+                             "language_info": language_info()}}
+
     def notebook(self, validate: bool = True) -> Any:
         """The mirrored cells as an nbformat v4 notebook (validated unless told not to: a large
         notebook written often is validated once, at the end)."""

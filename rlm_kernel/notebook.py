@@ -494,8 +494,10 @@ def to_notebook(runs: list[Run], all_runs: dict[str, Run] | None = None,
     return nb
 
 
-def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
-    """Validate, then write atomically (a crash mid-write must not leave half a trajectory)."""
+def write_notebook(nb: Any, path: str) -> None:
+    """Validate, sign, then write atomically (a crash mid-write must not leave half a
+    trajectory). ``nb``: a NotebookNode or the same structure as plain dicts (a 5,000-cell
+    trajectory is written without first copying it into NotebookNodes)."""
     import contextlib
     import os
     import tempfile
@@ -505,13 +507,14 @@ def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
     nbformat.validate(nb)
     from .trust import sign
 
-    sign(nb)  # written by this user: trusted for replay, resume and JupyterLab
+    sign(nb if isinstance(nb, nbformat.NotebookNode) else nbformat.NotebookNode(nb))
+    text = notebook_json(nb)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
+            f.write(text)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a notebook is an ordinary file
@@ -520,6 +523,53 @@ def write_notebook(nb: nbformat.NotebookNode, path: str) -> None:
         with contextlib.suppress(OSError):  # a full disk must not leave temp files behind
             os.unlink(tmp)
         raise
+
+
+#: Mimebundle keys nbformat splits into lines besides text/*.
+_SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
+
+
+def notebook_json(nb: Any) -> str:
+    """The file text nbformat writes for ``nb`` (indent 1, sorted keys, multi-line strings as
+    lists of lines, transient fields left out), made without nbformat's deep copy of the whole
+    notebook: only the cells and outputs whose strings are split are copied, and shallowly."""
+    import json
+
+    metadata = {k: v for k, v in nb["metadata"].items()
+                if k not in ("orig_nbformat", "orig_nbformat_minor", "signature")}
+    out = {**nb, "metadata": metadata, "cells": [_file_cell(c) for c in nb["cells"]]}
+    return json.dumps(out, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False)
+
+
+def _lines(value: Any) -> Any:
+    return value.splitlines(True) if isinstance(value, str) else value
+
+
+def _file_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    out = dict(cell)
+    out["source"] = _lines(cell.get("source", ""))
+    if "trusted" in (cell.get("metadata") or {}):
+        out["metadata"] = {k: v for k, v in cell["metadata"].items() if k != "trusted"}
+    if "attachments" in cell:
+        out["attachments"] = {k: _split_bundle(v) for k, v in cell["attachments"].items()}
+    if cell.get("cell_type") == "code" and cell.get("outputs"):
+        out["outputs"] = [_file_output(o) for o in cell["outputs"]]
+    return out
+
+
+def _file_output(output: dict[str, Any]) -> dict[str, Any]:
+    kind = output.get("output_type")
+    if kind in ("execute_result", "display_data") and "data" in output:
+        return {**output, "data": _split_bundle(output["data"])}
+    if kind == "stream" and isinstance(output.get("text"), str):
+        return {**output, "text": output["text"].splitlines(True)}
+    return output
+
+
+def _split_bundle(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.splitlines(True) if isinstance(v, str)
+                and (k.startswith("text/") or k in _SPLIT_MIMES) else v)
+            for k, v in data.items()}
 
 
 def _text_of(outputs: list[Any]) -> str | None:

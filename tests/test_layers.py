@@ -21,7 +21,7 @@ LAYERS = {
     "scripted": 3,
     **dict.fromkeys(["connect", "repl", "executor", "engine", "mirror", "budgets", "sandbox"], 4),
     **dict.fromkeys(["api", "importers"], 5),
-    **dict.fromkeys(["kernel", "headless", "install"], 6),
+    **dict.fromkeys(["kernel", "launch", "headless", "install"], 6),
     **dict.fromkeys(["evals", "cli", "__main__"], 7),
 }
 

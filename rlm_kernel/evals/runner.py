@@ -371,7 +371,8 @@ def _read_kernel_notebook(path: Path) -> tuple[dict[str, float], int, dict[str, 
 
 def _run_kernel(task: Task, s: EvalSettings, cfg: RLMConfig, paths: dict[str, Path],
                 notebook: Path) -> TaskResult:
-    from ..headless import HeadlessRunner, error_text, run_sync
+    from ..headless import HeadlessRunner, error_text
+    from ..launch import run_sync
 
     settings: list[str] = []
     if s.prices:
