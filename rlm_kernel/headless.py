@@ -47,6 +47,8 @@ __all__ = ["HeadlessRunner", "HeadlessKernel", "HeadlessResult", "DeadKernelErro
 
 #: The cell a client executes to receive the kernel's whole trajectory in the execute reply.
 SYNC_CODE = "%rlm sync"
+#: A partial write waits this many times as long as the last one took.
+WRITE_SHARE = 20
 #: After a kernel interrupt, how long to keep draining for the run's last cells before giving up.
 INTERRUPT_GRACE_S = 15.0
 
@@ -254,8 +256,8 @@ class HeadlessRunner(NotebookClient):
         if not self.output_path or not (self._dirty or final):
             return
         now = time.monotonic()
-        # A write of a large notebook costs time: never spend more than a tenth of the run on it.
-        interval = max(self.flush_interval, 10 * self._write_s)
+        # A write of a large notebook costs time: spend at most a twentieth of the run on it.
+        interval = max(self.flush_interval, WRITE_SHARE * self._write_s)
         if not (force or final) and now - self._last_flush < (0.0 if self._step_done else interval):
             return
         try:
@@ -289,7 +291,7 @@ def _write_json(mirror: NotebookMirror, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".rlm-", suffix=".ipynb", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(nb, f, ensure_ascii=False)
+            f.write(json.dumps(nb, ensure_ascii=False))  # dumps: the C encoder; dump is not
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

@@ -298,8 +298,13 @@ def llm_cell_source(call: SubCall, prompt: str | None = None) -> str:
 def call_summary(call: SubCall, width: int = 60) -> str:
     """One line a collapsed sub-call cell shows: prompt head -> response head, tokens, latency."""
     def head(text: str | None) -> str:
-        flat = " ".join((text or "").split())
-        return flat if len(flat) <= width else flat[: width - 1] + "…"
+        # Only the start is read: a prompt may be megabytes, the line shows `width` characters.
+        text = text or ""
+        start = text[: 4 * width + 64]
+        flat = " ".join(start.split())
+        if len(flat) <= width and len(start) == len(text):
+            return flat
+        return flat[: width - 1] + "…"
 
     prompt = head(call.prompt if call.prompt is not None else call.prompt_preview)
     if call.status == CallState.OK:

@@ -11,6 +11,7 @@ refuse sampling parameters such as ``temperature`` (HTTP 400): those are dropped
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -52,6 +53,11 @@ def is_reasoning_model(model: str, setting: str = "auto") -> bool:
     """``setting``: "yes"/"no" say so; "auto" goes by the name (OpenAI's reasoning families)."""
     if setting in ("yes", "no"):
         return setting == "yes"
+    return _named_reasoning(model)
+
+
+@functools.lru_cache(maxsize=256)
+def _named_reasoning(model: str) -> bool:  # asked once per call: a session has few model names
     return _REASONING_NAME_RE.match(model.strip()) is not None
 
 

@@ -65,9 +65,44 @@ class TrustReport:
 
 
 def _notary() -> Any:
-    from nbformat.sign import NotebookNotary
+    from nbformat.sign import NotebookNotary, signature_removed
 
-    return NotebookNotary()
+    class Notary(NotebookNotary):  # type: ignore[misc]
+        """nbformat's notary with its digest computed in one pass: the same HMAC (of the same
+        bytes, so JupyterLab and ``jupyter trust`` agree), without a generator step and an
+        ``update`` call per string of the notebook, which cost ~60 ms per 1,000 cells."""
+
+        def compute_signature(self, nb: Any) -> str:
+            pieces: list[str] = []
+            with signature_removed(nb):
+                _everything(nb, pieces)
+            digest = self.digestmod
+            import hmac
+
+            return hmac.new(self.secret, "".join(pieces).encode("utf8"), digest).hexdigest()
+
+    return Notary()
+
+
+def _everything(obj: Any, out: list[str]) -> None:
+    """The strings nbformat's ``yield_everything`` yields (as text; their UTF-8 concatenated is
+    what its HMAC reads): keys sorted, each followed by its value; other scalars as ``str``."""
+    if isinstance(obj, dict):
+        for key in sorted(obj):
+            out.append(key)
+            value = obj[key]
+            if isinstance(value, str):  # most leaves: no call for them
+                out.append(value)
+            else:
+                _everything(value, out)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                _everything(item, out)
+    else:
+        out.append(obj if isinstance(obj, str) else str(obj))
 
 
 def sign(nb: Any) -> None:

@@ -215,3 +215,37 @@ def test_recursive_run_round_trips_child_step_outputs(scripted_server, rlm_http,
     runs = runs_from_notebook(nbformat.reads(nbformat.writes(res.to_notebook()), 4))
     for rid, orig in res.runs.items():
         assert [s.output_text for s in runs[rid].steps] == [s.output_text for s in orig.steps]
+
+
+def test_the_projects_signature_is_the_one_jupyter_computes(tmp_path, monkeypatch) -> None:
+    """Trajectories are signed with a one-pass digest; JupyterLab and ``jupyter trust`` must
+    find the same signature nbformat's own notary computes."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    from rlm_kernel.trust import _notary
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["rlm"] = {"runs": ["r1"], "n": [1, 2.5, None, True, -3], "é": "✓ 𝄞"}
+    nb.cells.append(nbformat.v4.new_code_cell("print('héllo')\n# two lines", metadata={
+        "rlm": {"kind": "step", "record": {"latency_s": 0.125, "error": None}}}))
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="héllo\n")]
+    nb.cells.append(nbformat.v4.new_markdown_cell(["a\n", "b"]))
+    ours = _notary()
+    assert ours.compute_signature(nb) == NotebookNotary().compute_signature(nb)
+    nb.metadata["signature"] = "sha256:old"  # a stale signature is left out of the digest
+    assert ours.compute_signature(nb) == NotebookNotary().compute_signature(nb)
+
+
+def test_a_sub_call_summary_reads_only_the_start_of_a_huge_prompt() -> None:
+    from rlm_kernel.notebook import call_summary
+    from rlm_kernel.states import CallState
+    from rlm_kernel.trajectory import SubCall
+
+    call = SubCall(call_id="c1", model="m", prompt="word  " * 1_000_000, response="42",
+                   status=CallState.OK)
+    line = call_summary(call)
+    assert line.startswith("word word") and "… → 42" in line
+    short = SubCall(call_id="c2", model="m", prompt="two\n words", response="x",
+                    status=CallState.OK)
+    assert call_summary(short).startswith("two words → x")
