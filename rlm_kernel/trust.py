@@ -67,7 +67,7 @@ class TrustReport:
 def _notary() -> Any:
     from nbformat.sign import NotebookNotary, signature_removed
 
-    class Notary(NotebookNotary):  # type: ignore[misc]
+    class Notary(NotebookNotary):
         """nbformat's notary with its digest computed in one pass: the same HMAC (of the same
         bytes, so JupyterLab and ``jupyter trust`` agree), without a generator step and an
         ``update`` call per string of the notebook, which cost ~60 ms per 1,000 cells."""
