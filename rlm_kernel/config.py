@@ -168,7 +168,9 @@ class RLMConfig(Configurable):
     step_timeout = _run(FiniteFloat(300.0, min=0.0, help="Seconds one step's code may run (0: no limit)."))
 
     # -- the model client ------------------------------------------------------------------------
-    concurrency = _run(Integer(16, min=1, help="Model calls in flight at once."),
+    concurrency = _run(Integer(64, min=1, help=(
+        "Most model calls in flight at once. The client halves it when the endpoint answers "
+        "HTTP 429 and climbs back by one per round of successes.")),
                        client=True, replay=False)
     requests_per_minute = _setting(Integer(0, min=0, help="Rate limit on requests (0: none)."),
                                    cli=True, client=True, replay=False)

@@ -35,6 +35,7 @@ from .errors import (
     ReplayMissError,
     RLMError,
     RunStopped,
+    WallTimeExceeded,
 )
 from .executor import Executor, InProcessExecutor
 from .image_store import ImageStore
@@ -61,6 +62,8 @@ from .trajectory import ContextInfo, Run, Step, Usage
 
 #: Seconds the one best-effort call may take (it follows a spent budget: keep it short).
 BEST_EFFORT_TIMEOUT_S = 60.0
+#: The least time a best-effort answer gets after the wall-time budget ran out.
+BEST_EFFORT_MIN_S = 2.0
 #: Replay by recorded order (imported runs): path of a run in its tree -> its root replies.
 Script = dict[str, list[str]]
 
@@ -264,7 +267,7 @@ class Engine:
                     self._end(RunState.FINAL, None)
                     return run
         except BudgetExceeded as exc:
-            if await self._best_effort(exc.reason):
+            if await self._best_effort(exc.reason, wall=isinstance(exc, WallTimeExceeded)):
                 self._end(RunState.FINAL, f"best-effort answer: {exc.reason}")
             else:
                 self._end(RunState.STOPPED, exc.reason)
@@ -466,9 +469,11 @@ class Engine:
                     "show it); the REPL instructions now go in the first user message. Set "
                     "system_role = user to start that way.", self.run.run_id)
 
-    async def _best_effort(self, reason: str) -> bool:
+    async def _best_effort(self, reason: str, *, wall: bool = False) -> bool:
         """A budget ended the run without an answer: ask once for the best answer from what the
-        model has (bounded by :data:`BEST_EFFORT_TIMEOUT_S`); True if it gave one."""
+        model has (bounded by :data:`BEST_EFFORT_TIMEOUT_S`); True if it gave one. ``wall``: the
+        budget was the wall time, and the ask gets only a tenth of it more (at least
+        :data:`BEST_EFFORT_MIN_S`): a run told to end after 20 s ends near 20 s."""
         run = self.run
         if (not self.config.best_effort or run.answer is not None
                 or self.controller.stop_requested or self.client.stopped):
@@ -476,8 +481,10 @@ class Engine:
         n = run.last_step_number + 1
         messages = [*self.messages, {"role": "user", "content": best_effort_message(reason)}]
         try:
-            comp = await self._ask(messages, n, min(BEST_EFFORT_TIMEOUT_S,
-                                                    self.config.call_timeout))
+            bound = min(BEST_EFFORT_TIMEOUT_S, self.config.call_timeout)
+            if wall:
+                bound = min(bound, max(BEST_EFFORT_MIN_S, 0.1 * self.config.max_wall_time))
+            comp = await self._ask(messages, n, bound)
         except (ModelCallError, ReplayMissError, RunStopped, TimeoutError):
             return False
         reasoning, fenced, calls = reply_parts(comp.text)

@@ -92,6 +92,20 @@ def test_a_spent_step_budget_gets_one_best_effort_answer(scripted_server, rlm_ht
     assert off.status == "stopped" and off.answer is None and not off.run.best_effort
 
 
+def test_after_the_wall_time_budget_the_best_effort_ask_gets_only_a_short_grace(
+        scripted_server, rlm_http):
+    """A run told to end after 1 s ends near then: the best-effort ask is bounded by a tenth of
+    the budget (at least 2 s), not by the 60 s it gets after a step budget."""
+    srv = scripted_server(latency=10.0)
+    started = time.monotonic()
+    res = rlm_http(srv, max_wall_time=1.0).run(COUNT_Q, LOG)
+    took = time.monotonic() - started
+    assert res.status == "stopped" and res.answer is None
+    assert res.stop_reason.startswith("wall-time budget exhausted: 1 s"), res.stop_reason
+    assert took < 7.0, took  # 1 s + a 2 s grace (+ slack), never 1 s + the model's 10 s
+    assert srv.model.stats.requests == 2  # the step's call and the best-effort ask
+
+
 def test_reasoning_is_shown_never_run_nor_parsed(scripted_server, rlm_http):
     srv = scripted_server()
     for root, sub in (("scripted-root-think", "scripted-sub-think"),

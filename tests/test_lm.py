@@ -420,3 +420,27 @@ def test_a_key_echoed_in_part_is_still_hidden() -> None:
     url = RLMConfig(base_url="https://user:pa55word-xyz-123@proxy.example/v1")
     assert url.settings()["base_url"] == "https://proxy.example/v1"
     assert "pa55word-xyz-123" not in redact("401 for user:pa55word-xyz-123")
+
+
+def test_a_provider_concurrency_cap_halves_the_limit_and_every_call_lands(
+        scripted_server, make_client) -> None:
+    """64 in flight against an endpoint that takes 8: its 429s shrink the client's limit, so the
+    batch settles near the cap instead of re-sending most of every round."""
+    srv = scripted_server(latency=0.05, faults=FaultPlan(capacity=8, retry_after_s=0.02))
+    client = make_client(srv, concurrency=64, max_retries=10)
+    n = 300
+    results = batch(client, [count_prompt(i % 7, tag=i) for i in range(n)])
+    assert [r.text for r in results] == [str(i % 7) for i in range(n)]  # type: ignore[union-attr]
+    rejected = srv.model.stats.snapshot()["by_status"].get(429, 0)
+    assert client._limit.lowest <= 8 < 64 == client._limit.ceiling
+    assert rejected < n // 2, rejected  # a fixed 64 would see ~56 of every 64 refused
+    print(f"\n{rejected} answers were 429 for {n} calls; lowest limit {client._limit.lowest}")
+
+
+def test_without_429s_the_limit_is_the_configured_concurrency(scripted_server,
+                                                              make_client) -> None:
+    srv = scripted_server(latency=0.05)
+    client = make_client(srv, concurrency=16)
+    batch(client, [count_prompt(1, tag=i) for i in range(64)])
+    assert srv.model.stats.max_in_flight == 16
+    assert client.concurrency_now == client._limit.lowest == 16

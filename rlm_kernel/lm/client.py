@@ -46,6 +46,7 @@ from ..tool_mode import TOOLS, encode, tools_offered
 from ..trajectory import Usage
 from .cache import ResponseCache, cache_key
 from .http11 import Http11Transport, fast_transport_ok
+from .limit import AdaptiveLimit
 from .loop import BackgroundLoop
 from .stream import StreamReader
 from .usage import UsageLedger
@@ -308,7 +309,7 @@ class LMClient:
                 transport=Http11Transport(cfg.concurrency + 8) if fast else transport,
                 limits=limits,
                 timeout=httpx2.Timeout(cfg.call_timeout, connect=min(10.0, cfg.call_timeout)),
-                event_hooks={"request": [self._on_request]},
+                event_hooks={"request": [self._on_request], "response": [self._on_response]},
             )
             self._clients.append(openai.AsyncOpenAI(
                 api_key=cfg.api_key or ("scripted-no-key" if cfg.scripted else "not-needed"),
@@ -319,7 +320,7 @@ class LMClient:
             ))
         self._client = self._clients[0]
         self._load = [0] * n_pools
-        self._sem = asyncio.Semaphore(cfg.concurrency)
+        self._limit = AdaptiveLimit(cfg.concurrency)  # halves on a 429 (lm/limit.py)
         self._throttle = (
             Throttler(rate_limit=cfg.requests_per_minute, period=60.0)
             if cfg.requests_per_minute > 0 else None
@@ -329,6 +330,19 @@ class LMClient:
     async def _on_request(self, request: httpx2.Request) -> None:
         if request.url.path.endswith("/chat/completions"):  # not the model listing
             self.ledger.note_attempt()
+
+    async def _on_response(self, response: httpx2.Response) -> None:
+        """Every attempt's status, retries included (the openai client makes those itself)."""
+        if response.status_code == 429:
+            self._limit.rate_limited()
+            await self._limit.requeue()  # the openai client's retry waits for a slot
+        elif response.request.url.path.endswith("/chat/completions"):
+            self._limit.succeeded()
+
+    @property
+    def concurrency_now(self) -> int:
+        """How many calls may be in flight now (the configured concurrency, less after 429s)."""
+        return self._limit.limit
 
     # -- parameters ---------------------------------------------------------------------------
     def params(self, *, root: bool, model: str = "") -> dict[str, Any]:
@@ -427,7 +441,7 @@ class LMClient:
                     on_text: Callable[[str], None] | None = None) -> Completion:
         import openai
 
-        async with self._sem:
+        async with self._limit:
             if self._throttle is not None:
                 async with self._throttle:
                     pass

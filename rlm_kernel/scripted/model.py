@@ -69,6 +69,9 @@ class FaultPlan:
     hang_s: float = 30.0
     retry_after_s: float | None = 0.05
     seed: int = 0
+    #: A provider's cap on requests in flight (0: none): one that arrives while ``capacity``
+    #: others are being answered gets a 429, as from a provider whose limit was reached.
+    capacity: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -310,6 +313,8 @@ class ScriptedModel:
                     400, f"Unsupported parameter: '{refused}' is not supported with this model.",
                     type="invalid_request_error", code="unsupported_parameter")
             fault = self._draw_fault()
+            if fault is None and 0 < self.faults.capacity < self.stats.in_flight:
+                fault = 429
             if fault is not None:
                 self.stats._bump("faults", str(fault))
             if fault in _FAULT_MESSAGES:

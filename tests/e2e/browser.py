@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,23 @@ def _isolated_env(home: Path) -> dict[str, str]:
         (data / "labextensions" / EXTENSION_NAME).symlink_to(LABEXTENSION)
         env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(data), env.get("JUPYTER_PATH")]))
     return env
+
+
+@contextlib.contextmanager
+def scripted_lab(latency: float = 0.05) -> Iterator[tuple[LabServer, Any]]:
+    """A JupyterLab whose kernels talk to a :class:`ScriptedServer` in this process (its request
+    counter says whether a model was asked)."""
+    from support import scripted_env
+
+    from rlm_kernel.scripted import ScriptedModel, ScriptedServer
+
+    srv = ScriptedServer(ScriptedModel(latency=latency), host="127.0.0.1", port=0)
+    srv.start()
+    try:
+        with start_lab(scripted_env(srv.base_url)) as lab:
+            yield lab, srv
+    finally:
+        srv.stop()
 
 
 @contextlib.contextmanager

@@ -11,23 +11,16 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from browser import browser_page, screenshot, start_lab
-from support import scripted_env
+from browser import browser_page, screenshot, scripted_lab
 from test_browser_rlm import NB_JS, _cells, _kinds, _notebook, _open, _run_cell, _wait_cell_done
 
-from rlm_kernel.scripted import ScriptedModel, ScriptedServer
 from rlm_kernel.scripted.stepwise_policy import STEPWISE_MODEL
 
 
 @pytest.fixture(scope="module")
 def lab_and_server() -> Iterator[tuple]:
-    srv = ScriptedServer(ScriptedModel(latency=0.05), host="127.0.0.1", port=0)
-    srv.start()
-    try:
-        with start_lab(scripted_env(srv.base_url)) as lab:
-            yield lab, srv
-    finally:
-        srv.stop()
+    with scripted_lab() as lab_srv:
+        yield lab_srv
 
 
 def _runs_by_kind(pg, kind: str) -> list[dict]:

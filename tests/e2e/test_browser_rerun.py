@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import LabServer, browser_page, screenshot, start_lab
+from browser import LabServer, browser_page, screenshot, scripted_lab
 from support import scripted_env
 from test_browser_rlm import (
     NB_JS,
@@ -34,7 +34,7 @@ from test_browser_rlm import (
 )
 
 from rlm_kernel.notebook import MARKER_RE, QUERY_MARKER_RE
-from rlm_kernel.scripted import ScriptedModel, ScriptedServer
+from rlm_kernel.scripted import ScriptedServer
 
 QUERY = "How many log lines have level ERROR? [chunks=4]"
 #: One run of QUERY: three root steps and four sub-calls.
@@ -43,13 +43,8 @@ RUN_REQUESTS = 7
 
 @pytest.fixture(scope="module")
 def rerun_lab() -> Iterator[tuple[LabServer, ScriptedServer]]:
-    srv = ScriptedServer(ScriptedModel(latency=0.05), host="127.0.0.1", port=0)
-    srv.start()
-    try:
-        with start_lab(scripted_env(srv.base_url)) as lab:
-            yield lab, srv
-    finally:
-        srv.stop()
+    with scripted_lab() as lab_srv:
+        yield lab_srv
 
 
 @pytest.fixture
@@ -73,6 +68,20 @@ def _cli_trajectory(lab: LabServer, srv: ScriptedServer, name: str, make_log) ->
                           capture_output=True, text=True, env=env, timeout=120, cwd=lab.root)
     assert proc.returncode == 0, proc.stderr
     return path
+
+
+def _open_saved(pg, lab: LabServer, srv: ScriptedServer, name: str, make_log,
+                ) -> tuple[Path, nbformat.NotebookNode, str, list[dict]]:
+    """A CLI-made trajectory opened in the page: its path, the saved notebook, its answer and the
+    cells as the page holds them (the same records; the document clean)."""
+    path = _cli_trajectory(lab, srv, name, make_log)
+    saved = nbformat.read(path, as_version=4)
+    answer = _query_cell(saved.cells)["metadata"]["rlm"]["header"]["answer"]
+    _open(pg, lab, path.name)
+    before = _cells(pg)
+    assert _recorded(before) == _recorded(saved.cells)
+    assert _clean(pg) == {"dirty": False, "edited": []}, "opening it changed the document"
+    return path, saved, answer, before
 
 
 def _recorded(cells: list) -> dict[str, str]:
@@ -200,13 +209,7 @@ def test_run_all_on_a_saved_trajectory_calls_no_model_and_changes_no_output(
     started = time.monotonic()
     lab, srv = rerun_lab
     pg = page
-    path = _cli_trajectory(lab, srv, "runall.ipynb", make_log)
-    saved = nbformat.read(path, as_version=4)
-    answer = _query_cell(saved.cells)["metadata"]["rlm"]["header"]["answer"]
-    _open(pg, lab, path.name)
-    before = _cells(pg)
-    assert _recorded(before) == _recorded(saved.cells)
-    assert _clean(pg) == {"dirty": False, "edited": []}, "opening it changed the document"
+    path, saved, answer, before = _open_saved(pg, lab, srv, "runall.ipynb", make_log)
     paid = srv.model.stats.requests
 
     _command(pg, "notebook:run-all-cells")
@@ -225,11 +228,7 @@ def test_restart_and_run_all_on_a_saved_trajectory_calls_no_model_and_changes_no
     started = time.monotonic()
     lab, srv = rerun_lab
     pg = page
-    path = _cli_trajectory(lab, srv, "restart.ipynb", make_log)
-    saved = nbformat.read(path, as_version=4)
-    answer = _query_cell(saved.cells)["metadata"]["rlm"]["header"]["answer"]
-    _open(pg, lab, path.name)
-    before = _cells(pg)
+    path, saved, answer, before = _open_saved(pg, lab, srv, "restart.ipynb", make_log)
     paid = srv.model.stats.requests
     kernel = pg.evaluate(f"{NB_JS}.sessionContext.session.kernel.id")
 
