@@ -8,7 +8,7 @@ convention (peek, one batch of 256 sub-calls, sum; ours reads the printed total 
 process, start to exit: for ``rlm-kernel run`` that includes starting and stopping the kernel.
 
 Rows, each labelled with the concurrency it used: ours through ``rlm-kernel run`` and through the
-library at their default concurrency (16) and at 64; rlms at its defaults (batch cap 16) and with
+library at their default concurrency (RLMConfig's, 64: halved on a 429) and at ``--c``; rlms at its defaults (batch cap 16) and with
 the cap patched to 64; dspy at its defaults (8 threads) and patched to 64. The figure of issue 13
 is rlms (defaults) wall / ``rlm-kernel run`` wall (goal >= 1.6), for ours at default and at 64.
 
@@ -36,7 +36,10 @@ from _common import (  # noqa: E402
     write_log,
 )
 
-DEFAULT_C = {"kernel": 16, "library": 16, "rlms": 16, "dspy": 8}
+from rlm_kernel.config import RLMConfig  # noqa: E402
+
+_OURS = RLMConfig.class_traits()["concurrency"].default_value  # declared once, in config.py
+DEFAULT_C = {"kernel": _OURS, "library": _OURS, "rlms": 16, "dspy": 8}
 
 
 def configs(c: int) -> list[tuple[str, str, int | None]]:
