@@ -143,7 +143,10 @@ def _setting(trait: TraitType, **tags: Any) -> TraitType:
 
 
 class RLMConfig(Configurable):
-    """Models, endpoint, budgets and limits of RLM runs (see the module docstring for the tags)."""
+    """Models, endpoint, budgets and limits of RLM runs (see the module docstring for the tags).
+
+    Long because every setting is declared here once, with its help and tags; the options of
+    ``%%rlm`` and ``rlm-kernel run``, the client key and the replay rules are derived from it."""
 
     # -- models and endpoint ---------------------------------------------------------------------
     model = _run(Unicode("", help="Root model name. Empty: the scripted model."))

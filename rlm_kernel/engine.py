@@ -170,6 +170,16 @@ def _feedback(step: Step, config: RLMConfig) -> str:
 
 
 class Engine:
+    """One run's root loop: propose (ask the root model), execute (the step's code in the REPL),
+    feed back, until FINAL or a budget.
+
+    Longer than most classes here on purpose: the loop's stages (budgets, the human's controls,
+    fitting the history to the window, a streamed or cut reply, re-executing recorded steps of a
+    fork or replay, the best-effort ask) share the run's mutable state and their order is the
+    algorithm; split across classes, that order would be spread over call-backs. What does not
+    need the state lives outside: parsing, prompts, budgets, outputs, the executor, the client.
+    """
+
     def __init__(
         self,
         *,

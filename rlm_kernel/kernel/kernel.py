@@ -43,6 +43,14 @@ _FORK_RE = re.compile(r"^%%?rlm[ \t]+fork\b")
 
 
 class RLMKernel(IPythonKernel):
+    """ipykernel's Python kernel that routes ``%%rlm``/``%%llm`` cells and recorded cells.
+
+    Over 250 lines because it is where Jupyter's execute requests meet the trajectory: which
+    cell is a record to show (Run All), a stale or superseded step, a query to run or re-run, and
+    the replies and banners for each. The work itself is delegated: runs to ``RunDriver``, records
+    to ``Records``, front-ends to ``FrontendChannel``, clients to ``ClientPool``.
+    """
+
     implementation = "rlm_kernel"
     implementation_version = __version__
     language_info = language_info()  # what the notebooks we write record (kernelspec.py)

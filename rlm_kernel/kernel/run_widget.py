@@ -135,6 +135,9 @@ class RunWidget(RunObserver):
     """Progress of one run: step k of max, the root reply as it streams, a bar per
     ``llm_batch``, tokens, cost, time, Stop.
 
+    A little over 250 lines: an ipywidgets view has a widget tree, a text fallback (nbclient and
+    consoles show it) and a throttled render, each for the same counters; kept as one observer.
+
     ``stop`` is called when the user clicks Stop (the kernel routes the click's comm message to it
     even while a step blocks the main thread). ``runs`` is the session's run map, for the counters
     of the run tree. ``interval`` is the least time between two renders; ``clock`` is injectable
