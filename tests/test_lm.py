@@ -444,3 +444,39 @@ def test_without_429s_the_limit_is_the_configured_concurrency(scripted_server,
     batch(client, [count_prompt(1, tag=i) for i in range(64)])
     assert srv.model.stats.max_in_flight == 16
     assert client.concurrency_now == client._limit.lowest == 16
+
+
+def test_calls_queued_behind_an_unreachable_endpoint_fail_at_once() -> None:
+    """The first wave of a batch finds the endpoint gone (after its retries); the calls still
+    waiting for a slot then fail with the same clear error instead of each retrying again."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted = 0
+    done = threading.Event()
+
+    def refuse() -> None:  # accept, then hang up: a server that is gone
+        nonlocal accepted
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted += 1
+            conn.close()
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    cfg = RLMConfig(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1", api_key=TEST_KEY,
+                    model=SCRIPTED_ROOT, sub_model=SCRIPTED_SUB, concurrency=4, max_retries=1)
+    client = LMClient(cfg)
+    try:
+        results = batch(client, [f"prompt {i}" for i in range(20)])
+    finally:
+        client.close()
+        done.set()
+        thread.join(5)
+        listener.close()
+    assert all(isinstance(r, ModelCallError) and "could not connect" in str(r) for r in results)
+    assert accepted <= 4 * 2 + 2, accepted  # the first wave's attempts; not 20 calls x 2 attempts

@@ -321,6 +321,9 @@ class LMClient:
         self._client = self._clients[0]
         self._load = [0] * n_pools
         self._limit = AdaptiveLimit(cfg.concurrency)  # halves on a 429 (lm/limit.py)
+        #: (when, message) of the last call that found the endpoint unreachable; None once one
+        #: is answered. Calls queued before then fail at once; later calls try again.
+        self._down: tuple[float, str] | None = None
         self._throttle = (
             Throttler(rate_limit=cfg.requests_per_minute, period=60.0)
             if cfg.requests_per_minute > 0 else None
@@ -441,7 +444,14 @@ class LMClient:
                     on_text: Callable[[str], None] | None = None) -> Completion:
         import openai
 
+        queued = time.monotonic()
         async with self._limit:
+            down = self._down
+            if down is not None and down[0] >= queued:
+                # Found unreachable (after its retries) while this call waited for a slot: fail
+                # it at once instead of retrying into the same dead endpoint, wave after wave.
+                self.ledger.note_failure()
+                raise EndpointUnreachable(down[1], status_code=None)
             if self._throttle is not None:
                 async with self._throttle:
                     pass
@@ -464,7 +474,10 @@ class LMClient:
                     pool, {"model": model, "messages": messages, **params}, bound, on_text)
             except openai.APIError as exc:
                 self.ledger.note_failure()
-                raise self._error(exc, model) from None
+                error = self._error(exc, model)
+                if isinstance(error, EndpointUnreachable):
+                    self._down = (time.monotonic(), str(error))
+                raise error from None
             except ModelCallError:
                 self.ledger.note_failure()
                 raise
@@ -478,6 +491,7 @@ class LMClient:
                 self.in_flight -= 1
                 load[pool] -= 1
             latency = time.perf_counter() - started
+        self._down = None  # it answers
         if usage_obj is None:  # honestly unknown, not zero: counted as unreported
             usage = Usage(requests=1, unreported=1)
         else:
