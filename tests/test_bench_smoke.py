@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rlm_kernel.config import RLMConfig
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -92,7 +94,8 @@ def test_startup_and_side_by_side(capsys) -> None:
     assert rows[0]["wall_s"] > 0
     rows = side_by_side.main(["--n", "3", "--latency", "0", "--repeat", "1", "--lines", "200",
                               "--c", "4", "--runtimes", "kernel"])
-    assert [r["c"] for r in rows] == [16, 4] and all(r["correct"] for r in rows)
+    ours = RLMConfig.class_traits()["concurrency"].default_value
+    assert [r["c"] for r in rows] == [ours, 4] and all(r["correct"] for r in rows)
     text = capsys.readouterr().out
     _figures(text, "startup")
     _figures(text, "side_by_side")
