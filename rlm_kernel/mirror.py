@@ -171,10 +171,7 @@ class NotebookMirror:
         notebook written often is validated once, at the end)."""
         import nbformat
 
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = dict(self.kernelspec)
-        nb.metadata["language_info"] = language_info()
-        nb.cells = [nbformat.from_dict(c) for c in self.cells]
+        nb = nbformat.from_dict(self.document())  # a copy: later messages leave it alone
         if validate:
             nbformat.validate(nb)
         return nb

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,23 +66,30 @@ class TrustReport:
 
 
 def _notary() -> Any:
+    return _notary_class()()
+
+
+@functools.cache
+def _notary_class() -> type:
+    """nbformat's notary with its digest computed in one pass (the class is made once, on first
+    use: nbformat is imported only then)."""
+    import hmac
+
     from nbformat.sign import NotebookNotary, signature_removed
 
     class Notary(NotebookNotary):
-        """nbformat's notary with its digest computed in one pass: the same HMAC (of the same
-        bytes, so JupyterLab and ``jupyter trust`` agree), without a generator step and an
-        ``update`` call per string of the notebook, which cost ~60 ms per 1,000 cells."""
+        """The same HMAC as nbformat's (of the same bytes, so JupyterLab and ``jupyter trust``
+        agree), without a generator step and an ``update`` call per string of the notebook,
+        which cost ~60 ms per 1,000 cells."""
 
         def compute_signature(self, nb: Any) -> str:
             pieces: list[str] = []
             with signature_removed(nb):
                 _everything(nb, pieces)
-            digest = self.digestmod
-            import hmac
+            return hmac.new(self.secret, "".join(pieces).encode("utf8"),
+                            self.digestmod).hexdigest()
 
-            return hmac.new(self.secret, "".join(pieces).encode("utf8"), digest).hexdigest()
-
-    return Notary()
+    return Notary
 
 
 def _everything(obj: Any, out: list[str]) -> None:
